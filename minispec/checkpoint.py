@@ -1,0 +1,119 @@
+"""Shipped weights: a folder with model.safetensors and manifest.json.
+
+Loading never executes code (safetensors), checks the file's sha256 against the manifest, and
+checks every tensor name and shape against the config, so a corrupt file, a foreign file or a
+checkpoint of another configuration fails with a message that says which.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .model import ModelConfig, Transformer
+
+WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
+FORMAT = "minispec-model"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with the reason."""
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path, write) -> None:
+    """Call write(tmp_path), then rename over `path`: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_pretrained(model: Transformer, directory, **manifest) -> Path:
+    from safetensors.torch import save_file
+    directory = Path(directory)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS, lambda p: save_file(state, p))
+    info = {"format": FORMAT, "config": model.config.to_dict(),
+            "num_params": model.num_params(), "sha256": sha256_file(directory / WEIGHTS), **manifest}
+    atomic_write(directory / MANIFEST, lambda p: Path(p).write_text(json.dumps(info, indent=1) + "\n"))
+    return directory
+
+
+def read_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no {MANIFEST} in {directory}: not a minispec checkpoint folder") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a minispec model manifest (format {info.get('format')!r})"
+                              if isinstance(info, dict) else f"{path} is not a minispec model manifest")
+    return info
+
+
+def load_state_dict(path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, turning every failure into a CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file {path} does not exist") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or foreign): {e}") from None
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source="checkpoint") -> None:
+    """Copy `state` into `model`, naming any missing, unexpected or mis-shaped tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not match this model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{source}: tensor {k} has shape {tuple(v.shape)}, this model "
+                                  f"expects {tuple(expected[k].shape)} (checkpoint of another config?)")
+        if not torch.isfinite(v).all():
+            raise CheckpointError(f"{source}: tensor {k} contains NaN or infinity")
+    model.load_state_dict(state)
+
+
+def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
+    """Load a shipped model folder (e.g. data/target) onto `device` (default: best available)."""
+    from .device import default_device
+    directory = Path(directory)
+    info = read_manifest(directory)
+    try:
+        cfg = ModelConfig(**info["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory / MANIFEST}: invalid config: {e}") from None
+    path = directory / WEIGHTS
+    if verify and path.exists() and sha256_file(path) != info.get("sha256"):
+        raise CheckpointError(f"{path} does not match the sha256 in its manifest: the file is "
+                              "corrupt or was replaced")
+    model = Transformer(cfg)
+    load_into(model, load_state_dict(path), source=str(path))
+    return model.to(device or default_device()).eval()

@@ -1,0 +1,269 @@
+"""The target: a LLaMA-style decoder (RMSNorm, rotary positions, SwiGLU), and its KV cache.
+
+Parameter names follow Hugging Face's LlamaForCausalLM (without the "model." prefix), so the
+export to the Hugging Face format is a renaming, and EAGLE heads can share the same names.
+
+One forward pass serves every stage of speculative decoding:
+  * a KV cache that can be rolled back to a length and compacted to chosen positions;
+  * several new tokens at once, with an additive attention mask among them and explicit
+    position ids (tree verification);
+  * the hidden states of requested layers (EAGLE-1 and EAGLE-3 features).
+Shapes: B batch, T new tokens, P cached (past) tokens, H heads, hd head dim, D model dim.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 4096
+    dim: int = 192           # D
+    n_layers: int = 8
+    n_heads: int = 6         # head dim = dim // n_heads
+    ffn_dim: int = 512       # SwiGLU hidden size
+    max_seq_len: int = 512   # context length (rotary table and cache size)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.n_heads} heads of even size")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ForwardOutput:
+    logits: torch.Tensor                      # (B, T_kept, V) float32
+    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, D)
+
+
+class KVCache:
+    """Preallocated keys and values of every layer: (n_layers, B, H, max_len, hd).
+
+    `length` tokens are valid. A forward pass writes its T new tokens at [length, length+T)
+    and then advances length. Speculative decoding undoes or reshapes that with
+    `rollback` (drop rejected tokens) and `compact` (keep an accepted tree path).
+    """
+
+    def __init__(self, n_layers, n_heads, head_dim, max_len, batch=1, device="cpu", dtype=torch.float32):
+        shape = (n_layers, batch, n_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store (B, H, T, hd) new keys/values of one layer; return all valid ones for it."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} tokens > max_len {self.max_len}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def rollback(self, length: int) -> None:
+        """Forget everything from position `length` on."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot roll back a cache of length {self.length} to {length}")
+        self.length = length
+
+    def compact(self, keep, start: int = 0) -> None:
+        """Move positions keep[0], keep[1], ... (all >= start) to start, start+1, ...
+
+        Positions below `start` stay; the cache ends up start + len(keep) long. After tree
+        verification: cache.compact(prefix_len + accepted_nodes, start=prefix_len).
+        """
+        keep = torch.as_tensor(keep, dtype=torch.long, device=self.k.device)
+        if keep.numel() and (int(keep.min()) < start or int(keep.max()) >= self.length):
+            raise ValueError(f"compact: positions must lie in [{start}, {self.length})")
+        n = keep.numel()
+        self.k[:, :, :, start:start + n] = self.k[:, :, :, keep]  # gather copies first
+        self.v[:, :, :, start:start + n] = self.v[:, :, :, keep]
+        self.length = start + n
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotary_tables(cfg: ModelConfig, device=None):
+    """cos, sin of shape (max_seq_len, hd), in the 'rotate half' layout Hugging Face uses."""
+    hd = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
+    freqs = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float32, device=device), inv_freq)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """x: (B, H, T, hd); cos, sin: (T, hd). Rotates each pair (x_i, x_{i+hd/2})."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.n_heads, self.head_dim, self.layer_idx = cfg.n_heads, cfg.head_dim, layer_idx
+        self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.o_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None, mask):
+        B, T, D = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, H, P+T, hd)
+        if isinstance(mask, str):  # "causal": plain training or prefill without a cache
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:                      # None (one new token sees everything) or (T, P+T) additive
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, cache, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        cos, sin = rotary_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    # -- the interface speculative decoding relies on (see minispec/interface.py) --
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layers
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def new_cache(self, max_len: int | None = None, batch: int = 1) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layers, c.n_heads, c.head_dim, max_len or c.max_seq_len, batch,
+                       self.device, self.lm_head.weight.dtype)
+
+    def forward(self, input_ids, cache: KVCache | None = None, position_ids=None, attn_mask=None,
+                hidden_layers=(), logits_to_keep: int = 0) -> ForwardOutput:
+        """input_ids (B, T) -> logits (B, T, V), or of the last `logits_to_keep` positions.
+
+        cache:         the new tokens' keys/values are appended; they attend to all P cached ones
+        position_ids:  (T,) rotary positions; default P, P+1, ..., P+T-1
+        attn_mask:     (T, T) additive mask (0 or -inf) among the new tokens, e.g. a token
+                       tree; default causal. The cached prefix is always visible.
+        hidden_layers: indices i of hidden states to return, Hugging Face's numbering:
+                       i < n_layers is the input of layer i (0 = embeddings); n_layers is
+                       the output after the final norm (the LM head's input, EAGLE's feature).
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            if past + T > self.config.max_seq_len:
+                raise ValueError(f"sequence of {past + T} tokens exceeds the context of "
+                                 f"{self.config.max_seq_len}")
+            cos, sin = self.rope_cos[past:past + T], self.rope_sin[past:past + T]
+        else:
+            cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]
+        if attn_mask is not None:
+            if past:  # the prefix is visible to every new token
+                attn_mask = torch.cat([attn_mask.new_zeros(T, past), attn_mask], dim=1)
+            mask = attn_mask.to(self.rope_cos.dtype)
+        elif T == 1:
+            mask = None
+        elif past == 0:
+            mask = "causal"
+        else:
+            mask = causal_mask(T, past, self.device)
+        hidden = {}
+        x = self.embed_tokens(input_ids)  # (B, T, D)
+        for i, layer in enumerate(self.layers):
+            if i in hidden_layers:
+                hidden[i] = x
+            x = layer(x, cos, sin, cache, mask)
+        x = self.norm(x)
+        if self.config.n_layers in hidden_layers:
+            hidden[self.config.n_layers] = x
+        if cache is not None:
+            cache.length = past + T
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return ForwardOutput(self.lm_head(x).float(), hidden)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed_tokens.weight.numel() if non_embedding else n
+
+
+def causal_mask(T: int, past: int = 0, device=None) -> torch.Tensor:
+    """(T, past + T) additive mask: new token t sees the prefix and new tokens 0..t."""
+    m = torch.full((T, T), float("-inf"), device=device).triu(1)
+    return torch.cat([torch.zeros(T, past, device=device), m], dim=1) if past else m

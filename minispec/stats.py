@@ -1,0 +1,72 @@
+"""Decoding statistics, with the counter names vLLM reports.
+
+    tau (mean acceptance length) = 1 + num_accepted_tokens / num_drafts
+counts the bonus token, so plain decoding has tau = 1 and a round that accepts all gamma
+drafts yields gamma + 1 tokens. Per-position acceptance = accepted_per_pos[i] / num_drafts.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class GenerationStats:
+    new_tokens: int = 0
+    target_calls: int = 0            # target forward passes, prefill included
+    wall_time: float = 0.0           # seconds, prefill included
+    num_drafts: int = 0              # drafting rounds
+    num_draft_tokens: int = 0        # tokens proposed by the drafter
+    num_accepted_tokens: int = 0     # proposed tokens the verifier accepted
+    accepted_per_pos: list[int] = field(default_factory=list)  # [i]: rounds accepting >= i+1
+    accept_lengths: list[int] = field(default_factory=list)    # tokens gained per round
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """tau: tokens per drafting round, bonus token included (1.0 without drafting)."""
+        return 1.0 + self.num_accepted_tokens / self.num_drafts if self.num_drafts else 1.0
+
+    tau = mean_acceptance_length
+
+    @property
+    def acceptance_per_pos(self) -> list[float]:
+        return [a / self.num_drafts for a in self.accepted_per_pos] if self.num_drafts else []
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_time if self.wall_time > 0 else 0.0
+
+    def record_round(self, num_proposed: int, num_accepted: int) -> None:
+        """One drafting round: num_proposed drafted, the first num_accepted of them kept."""
+        self.num_drafts += 1
+        self.num_draft_tokens += num_proposed
+        self.num_accepted_tokens += num_accepted
+        if len(self.accepted_per_pos) < num_proposed:
+            self.accepted_per_pos.extend([0] * (num_proposed - len(self.accepted_per_pos)))
+        for i in range(num_accepted):
+            self.accepted_per_pos[i] += 1
+        self.accept_lengths.append(num_accepted + 1)
+
+    def merge(self, other: "GenerationStats") -> "GenerationStats":
+        """Sum of two runs' counters (for per-domain totals)."""
+        out = GenerationStats(**{k: v for k, v in asdict(self).items()})
+        for k in ("new_tokens", "target_calls", "wall_time", "num_drafts", "num_draft_tokens",
+                  "num_accepted_tokens"):
+            setattr(out, k, getattr(self, k) + getattr(other, k))
+        n = max(len(self.accepted_per_pos), len(other.accepted_per_pos))
+        pad = lambda a: a + [0] * (n - len(a))
+        out.accepted_per_pos = [x + y for x, y in zip(pad(self.accepted_per_pos), pad(other.accepted_per_pos))]
+        out.accept_lengths = self.accept_lengths + other.accept_lengths
+        return out
+
+    def summary(self) -> dict:
+        return {"new_tokens": self.new_tokens, "target_calls": self.target_calls,
+                "wall_time": round(self.wall_time, 4), "tokens_per_s": round(self.tokens_per_s, 2),
+                "num_drafts": self.num_drafts, "num_draft_tokens": self.num_draft_tokens,
+                "num_accepted_tokens": self.num_accepted_tokens,
+                "acceptance_rate": round(self.acceptance_rate, 4),
+                "mean_acceptance_length": round(self.mean_acceptance_length, 4),
+                "acceptance_per_pos": [round(a, 4) for a in self.acceptance_per_pos]}

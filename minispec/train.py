@@ -1,0 +1,153 @@
+"""Training the project's models on the three-domain corpus, resumable and reproducible.
+
+    python -m minispec train target      # ~30 min on a 2-core CPU, writes data/target/
+    python -m minispec train draft       # the small draft LM of chapter 1, writes data/draft/
+
+Batch at step s depends only on (seed, s), and the training state (weights, optimizer, step)
+is checkpointed atomically every `ckpt_every` steps to runs/<name>/state.pt, so an
+interrupted run resumes where it stopped and ends with the same weights.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import atomic_write, save_pretrained, sha256_file
+from .data import DATA_DIR, DOMAINS, TOKENIZER_PATH, load_tokens
+from .model import ModelConfig, Transformer
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1600
+    batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 1.5e-3
+    min_lr: float = 1.5e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    ckpt_every: int = 50
+    eval_windows: int = 24   # validation windows of seq_len per domain
+
+
+PRESETS = {
+    # deep and narrow: a draft head of one layer costs a small fraction of a target step
+    "target": (ModelConfig(dim=192, n_layers=8, n_heads=6, ffn_dim=512), TrainConfig()),
+    # chapter 1's draft LM: same tokenizer and corpus, one layer
+    "draft": (ModelConfig(dim=192, n_layers=1, n_heads=6, ffn_dim=512), TrainConfig(steps=1200)),
+}
+
+
+def get_batch(tokens: dict[str, np.ndarray], step: int, cfg: TrainConfig):
+    """(B, T+1) windows; each row from a domain drawn uniformly. Depends only on (seed, step)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    names = list(tokens)  # the corpus: DOMAINS, in order
+    rows = []
+    for _ in range(cfg.batch_size):
+        ids = tokens[names[rng.integers(len(names))]]
+        s = rng.integers(len(ids) - cfg.seq_len - 1)
+        rows.append(ids[s:s + cfg.seq_len + 1])
+    return torch.from_numpy(np.stack(rows).astype(np.int64))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def lm_loss(model: Transformer, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(batch[:, :-1]).logits  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, cfg: TrainConfig, tokens: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Mean next-token loss per domain over evenly spaced windows (deterministic)."""
+    tokens = tokens or {d: load_tokens(d, "val") for d in DOMAINS}
+    model.eval()
+    out = {}
+    for d, ids in tokens.items():
+        starts = np.linspace(0, len(ids) - cfg.seq_len - 2, cfg.eval_windows).astype(np.int64)
+        batch = torch.from_numpy(np.stack([ids[s:s + cfg.seq_len + 1] for s in starts]).astype(np.int64))
+        out[d] = round(float(lm_loss(model, batch.to(model.device))), 4)
+    model.train()
+    return out
+
+
+def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out_dir=None,
+          device="cpu", progress: bool = True, command: str = "", tokens=None, val_tokens=None,
+          stop_after: int | None = None) -> Transformer:
+    """Train from scratch or resume from run_dir/state.pt; write the shipped folder out_dir.
+
+    tokens / val_tokens: domain -> token ids (default: the corpus built by `minispec data`).
+    stop_after: return after this many steps without finishing (to test resuming).
+    """
+    from tqdm.auto import tqdm
+    run_dir = Path(run_dir or Path("runs") / name)
+    out_dir = Path(out_dir or DATA_DIR / name)
+    torch.manual_seed(cfg.seed)
+    model = Transformer(model_cfg).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    state_path, step, elapsed = run_dir / "state.pt", 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state["model_config"] != model_cfg.to_dict() or state["train_config"] != asdict(cfg):
+            raise ValueError(f"{state_path} was written with other settings; remove it to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        print(f"resuming {name} from step {step}")
+    tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=not progress)
+    t0 = time.time() - elapsed
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = lm_loss(model, get_batch(tokens, step, cfg).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                     "elapsed_s": time.time() - t0, "model_config": model_cfg.to_dict(),
+                     "train_config": asdict(cfg)}
+            atomic_write(state_path, lambda p: torch.save(state, p))
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return model
+    bar.close()
+    train_time = time.time() - t0
+    val = evaluate(model, cfg, val_tokens)
+    save_pretrained(model, out_dir, name=name, tokenizer_sha256=sha256_file(TOKENIZER_PATH),
+                    training={"command": command or f"python -m minispec train {name}",
+                              "config": asdict(cfg), "train_time_s": round(train_time, 1),
+                              "device": str(device), "torch": torch.__version__},
+                    val_loss=val)
+    print(f"{name}: {model.num_params():,} parameters, val loss {val}, {train_time / 60:.1f} min "
+          f"-> {out_dir}")
+    return model
+
+
+def preset(name: str, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; presets: {sorted(PRESETS)}")
+    model_cfg, cfg = PRESETS[name]
+    return model_cfg, (replace(cfg, steps=steps) if steps else cfg)

@@ -1,0 +1,75 @@
+"""Checkpoints: round trip, and a clear error for every kind of bad file."""
+import json
+
+import pytest
+import torch
+
+from conftest import TINY, tiny_model
+from minispec.checkpoint import CheckpointError, load_pretrained, save_pretrained
+from minispec.model import ModelConfig, Transformer
+
+
+def test_round_trip(tmp_path, model):
+    save_pretrained(model, tmp_path / "m", name="tiny")
+    loaded = load_pretrained(tmp_path / "m", "cpu")
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["name"] == "tiny"
+
+
+def test_corrupt_weights_are_detected(tmp_path, model):
+    d = save_pretrained(model, tmp_path / "m")
+    data = bytearray((d / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (d / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_pretrained(d, "cpu")
+
+
+def test_truncated_file_is_a_clear_error(tmp_path, model):
+    d = save_pretrained(model, tmp_path / "m")
+    (d / "model.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_pretrained(d, "cpu", verify=False)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path, model):
+    d = save_pretrained(model, tmp_path / "m")
+    other = Transformer(ModelConfig(**{**TINY.to_dict(), "dim": 48, "n_heads": 4}))
+    info = json.loads((d / "manifest.json").read_text())
+    info["config"] = other.config.to_dict()    # manifest says 48, weights are 32
+    (d / "manifest.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_pretrained(d, "cpu")
+
+
+def test_foreign_weights_are_refused(tmp_path, model):
+    from safetensors.torch import save_file
+    d = save_pretrained(model, tmp_path / "m")
+    save_file({"encoder.weight": torch.zeros(3)}, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="does not match this model"):
+        load_pretrained(d, "cpu", verify=False)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    m = tiny_model()
+    with torch.no_grad():
+        m.norm.weight[0] = float("nan")
+    d = save_pretrained(m, tmp_path / "m")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_pretrained(d, "cpu")
+
+
+@pytest.mark.parametrize("manifest, message", [
+    (None, "no manifest.json"),
+    ("{oops", "not valid JSON"),
+    (json.dumps({"format": "pytorch"}), "not a minispec model"),
+    (json.dumps({"format": "minispec-model", "config": {"dim": 30, "n_heads": 4}}), "invalid config"),
+])
+def test_bad_manifests(tmp_path, manifest, message):
+    d = tmp_path / "m"
+    d.mkdir()
+    if manifest is not None:
+        (d / "manifest.json").write_text(manifest)
+    with pytest.raises(CheckpointError, match=message):
+        load_pretrained(d, "cpu")

@@ -1,0 +1,77 @@
+"""Plain decoding, the baseline: greedy correctness, sampling distribution, stopping, errors."""
+import pytest
+import torch
+
+from conftest import TINY, chi_square_ok, exact_two_token_distribution, tiny_model
+from minispec import generate
+from minispec.sampling import SamplingParams, warp
+
+PROMPT = [3, 14, 15, 9, 2, 6]
+
+
+def naive_greedy(model, prompt, n):
+    """Reference: recompute the whole sequence for every token, no cache."""
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_greedy_equals_recomputing_from_scratch(model):
+    g = generate(model, PROMPT, max_new_tokens=20)
+    assert g.tokens == naive_greedy(model, PROMPT, 20)
+    assert g.stats.new_tokens == 20 and g.stats.target_calls == 20
+    assert g.stats.mean_acceptance_length == 1.0
+
+
+def test_accepts_a_tensor_prompt(model):
+    assert generate(model, torch.tensor([PROMPT]), 5).tokens == generate(model, PROMPT, 5).tokens
+
+
+def test_stops_at_the_end_token(model):
+    full = generate(model, PROMPT, 20).tokens
+    eos = full[4]
+    g = generate(model, PROMPT, 20, eos_id=eos)
+    assert g.tokens == full[:full.index(eos) + 1]
+
+
+def test_seeded_sampling_is_reproducible(model):
+    a = generate(model, PROMPT, 15, temperature=1.0, seed=7).tokens
+    b = generate(model, PROMPT, 15, temperature=1.0, seed=7).tokens
+    assert a == b
+
+
+@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.7, top_k=8, top_p=0.9)])
+def test_sampling_matches_exact_two_token_distribution(model, params):
+    """Chi-square goodness of fit over the first two tokens; false alarm rate 1e-4."""
+    exact = exact_two_token_distribution(model, PROMPT, params).flatten()
+    n = 2000
+    counts = torch.zeros_like(exact)
+    for i in range(n):
+        t = generate(model, PROMPT, 2, params.temperature, params.top_k, params.top_p, seed=i).tokens
+        counts[t[0] * TINY.vocab_size + t[1]] += 1
+    assert counts[exact == 0].sum() == 0, "sampled a token the warped distribution excludes"
+    assert chi_square_ok(counts, exact)
+
+
+@pytest.mark.parametrize("prompt, kwargs, message", [
+    ([], {}, "empty"),
+    ([1] * TINY.max_seq_len, {}, "context"),
+    ([1] * 10, {"max_new_tokens": TINY.max_seq_len}, "exceeds"),
+    (PROMPT, {"max_new_tokens": 0}, "max_new_tokens"),
+    (PROMPT, {"temperature": -1.0}, "temperature"),
+    (PROMPT, {"top_p": 0.0}, "top_p"),
+    (PROMPT, {"top_p": 1.01}, "top_p"),
+    (PROMPT, {"top_k": -3}, "top_k"),
+    ([TINY.vocab_size + 5], {}, "vocabulary"),
+    (PROMPT, {"method": "magic"}, "unknown method"),
+])
+def test_bad_input_gets_a_clear_error(model, prompt, kwargs, message):
+    kwargs = {"max_new_tokens": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generate(model, prompt, **kwargs)
+
+
+def test_batched_prompts_are_refused(model):
+    with pytest.raises(ValueError, match="batch size 1"):
+        generate(model, torch.zeros(2, 3, dtype=torch.long), 4)
