@@ -2,7 +2,7 @@
 from .checkpoint import CheckpointError, load_pretrained
 from .data import DATA_DIR, DOMAINS, load_prompts
 from .device import default_device, seed_everything
-from .generate import Generation, generate
+from .generation import Generation, generate
 from .model import KVCache, ModelConfig, Transformer
 from .sampling import SamplingParams
 from .stats import GenerationStats

@@ -34,37 +34,86 @@ def _print_generation(tok, prompt, g):
 
 
 def cmd_generate(args):
-    from .generate import generate
+    from .generation import generate
     target, tok = _load(args)
     prompt = args.prompt.encode().decode("unicode_escape") if args.escapes else args.prompt
+    options = _gammas(str(args.gamma) if args.gamma else None, [args.method]).get(args.method, {})
     g = generate(target, tok.encode(prompt), args.max_new_tokens, args.temperature, args.top_k,
-                 args.top_p, seed=args.seed, eos_id=tok.eot_id, method=args.method)
+                 args.top_p, seed=args.seed, eos_id=tok.eot_id, method=args.method,
+                 drafter=_drafters([args.method], target).get(args.method), **options)
     _print_generation(tok, prompt, g)
 
 
 def cmd_demo(args):
+    from . import load_draft
     from .data import load_prompts
-    from .generate import generate
+    from .generation import generate
+    from .speculative import DEFAULT_GAMMA
     target, tok = _load(args)
-    print(f"target: {target.num_params():,} parameters on {target.device}")
+    draft = load_draft(target.device)
+    print(f"target: {target.num_params():,} parameters, draft: {draft.num_params():,}, on {target.device}")
     questions = load_prompts(limit=1)
-    generate(target, tok.encode(questions[0]["turns"][0]), 8)  # warm-up
+    for method in ("ar", "sps"):  # warm-up
+        generate(target, tok.encode(questions[0]["turns"][0]), 8, method=method,
+                 drafter=draft if method == "sps" else None)
     for q in questions:
         print(f"\n=== {q['category']} ===")
-        prompt = q["turns"][0]
-        _print_generation(tok, prompt, generate(target, tok.encode(prompt), args.max_new_tokens,
-                                                eos_id=tok.eot_id))
+        ids = tok.encode(q["turns"][0])
+        ar = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id)
+        _print_generation(tok, q["turns"][0], ar)
+        sps = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id, method="sps", drafter=draft,
+                       gamma=DEFAULT_GAMMA["sps"])
+        print(f"--- speculative sampling (gamma {DEFAULT_GAMMA['sps']}): {sps.stats.tokens_per_s:.1f} tokens/s, "
+              f"{sps.stats.tokens_per_s / ar.stats.tokens_per_s:.2f}x, tau {sps.stats.mean_acceptance_length:.2f}, "
+              f"identical output: {sps.tokens == ar.tokens}")
+
+
+def _drafters(methods, target):
+    from . import load_draft
+    return {"sps": load_draft(target.device)} if "sps" in methods else {}
+
+
+def _gammas(text, methods):
+    """'4' (every method) or 'sps=4,pld=6' -> {method: {"gamma": g}}."""
+    from .speculative import DEFAULT_GAMMA
+    per = dict(DEFAULT_GAMMA)
+    if text:
+        if "=" in text:
+            per.update({m: int(g) for m, g in (item.split("=") for item in text.split(","))})
+        else:
+            per = {m: int(text) for m in per}
+    return {m: {"gamma": per[m]} for m in methods if m in per}
+
+
+def _bench_kwargs(args):
+    return dict(domains=args.domains.split(",") if args.domains else None, limit=args.limit,
+                max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, seed=args.seed)
 
 
 def cmd_bench(args):
     from .bench import format_summary, run_bench
     target, tok = _load(args)
-    summary = run_bench(target, tok, args.methods.split(","),
-                        domains=args.domains.split(",") if args.domains else None, limit=args.limit,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, seed=args.seed, out_dir=args.out)
+    methods = args.methods.split(",")
+    summary = run_bench(target, tok, methods, drafters=_drafters(methods, target),
+                        method_options=_gammas(args.gamma, methods), out_dir=args.out, **_bench_kwargs(args))
     print(format_summary(summary))
     print(f"wrote {args.out}/summary.json")
+
+
+def cmd_sweep(args):
+    from .bench import gamma_sweep
+    target, tok = _load(args)
+    methods = args.methods.split(",")
+    gammas = [int(g) for g in args.gammas.split(",")]
+    result = gamma_sweep(target, tok, methods, gammas, drafters=_drafters(methods, target),
+                         out_path=args.out, **_bench_kwargs(args))
+    for g, summary in result["runs"].items():
+        for m in methods:
+            per = summary["methods"][m]
+            print(f"gamma {g} {m:4s} " + "  ".join(f"{d}: tau {r['mean_acceptance_length']:.2f} "
+                                                     f"x{r['speedup']:.2f}" for d, r in per.items()))
+    print(f"wrote {args.out}")
 
 
 def cmd_export_hf(args):
@@ -104,7 +153,8 @@ def main(argv=None):
     s = sub.add_parser("generate", help="continue a prompt with the shipped target")
     s.add_argument("--prompt", required=True)
     s.add_argument("--escapes", action="store_true", help="read \\n etc. in --prompt as escapes")
-    s.add_argument("--method", default="ar", help="ar (default)")
+    s.add_argument("--method", default="ar", help="ar (default), sps (with the shipped draft) or pld")
+    s.add_argument("--gamma", type=int, help="draft tokens per round (sps, pld)")
     _sampling_args(s)
     s.set_defaults(func=cmd_generate)
 
@@ -114,12 +164,22 @@ def main(argv=None):
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="benchmark methods on the evaluation prompts")
-    s.add_argument("--methods", default="ar", help="comma-separated, e.g. ar")
+    s.add_argument("--methods", default="ar", help="comma-separated, e.g. ar,sps,pld")
     s.add_argument("--domains", help=f"comma-separated subset of the domains (default: all)")
     s.add_argument("--limit", type=int, help="prompts per domain (default: all)")
     s.add_argument("--out", default="results/bench")
+    s.add_argument("--gamma", help="draft tokens per round: N for every method, or sps=4,pld=6")
     _sampling_args(s)
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("sweep", help="the benchmark at several gammas (chapter 1's experiment)")
+    s.add_argument("--methods", default="sps,pld")
+    s.add_argument("--gammas", default="1,2,3,4,5,6,8")
+    s.add_argument("--domains")
+    s.add_argument("--limit", type=int, default=5)
+    s.add_argument("--out", default="results/gamma_sweep.json")
+    _sampling_args(s)
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("export-hf", help="export a model folder to the Hugging Face Llama format")
     s.add_argument("--model", default="data/target")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .data import DOMAINS, load_prompts
-from .generate import METHODS, generate
+from .generation import METHODS, generate
 from .stats import GenerationStats
 
 
@@ -110,3 +110,23 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{m:8s} {d:12s} {r['tokens_per_s']:8.1f} {r['speedup'] or 0:8.2f} "
                          f"{r['mean_acceptance_length']:6.2f} {str(r['lossless']):>9s}")
     return "\n".join(lines)
+
+
+def gamma_sweep(target, tokenizer, methods, gammas, drafters=None, out_path=None, **bench_kwargs) -> dict:
+    """Run the benchmark once per gamma (each run with its own `ar` baseline).
+
+    Returns {"gammas": [...], "runs": {gamma: summary}}, written as JSON to out_path if given.
+    """
+    from .viz import forward_cost
+    runs = {}
+    c = None
+    if drafters and "sps" in drafters:  # the cost ratio of the speedup formula
+        c = forward_cost(drafters["sps"], 1) / forward_cost(target, 1)
+    for g in gammas:
+        runs[g] = run_bench(target, tokenizer, methods, drafters=drafters,
+                            method_options={m: {"gamma": g} for m in methods if m != "ar"}, **bench_kwargs)
+    result = {"gammas": list(gammas), "methods": list(methods), "cost_ratio_c": c, "runs": runs}
+    if out_path is not None:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -116,4 +116,5 @@ def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
                               "corrupt or was replaced")
     model = Transformer(cfg)
     load_into(model, load_state_dict(path), source=str(path))
+    model.tokenizer_sha256 = info.get("tokenizer_sha256")  # lets a drafter be checked against its target
     return model.to(device or default_device()).eval()

@@ -219,7 +219,29 @@ def build(out_dir=DATA_DIR, vocab_size: int = 4096, tokenizer_chars: int = 2_000
         for q in make_prompts({d: docs[d]["val"] for d in DOMAINS}):
             f.write(json.dumps(q) + "\n")
     (out_dir / "corpus" / "info.json").write_text(json.dumps(info, indent=1))
+    write_sample(out_dir / "corpus_sample.npz", out_dir / "corpus")
     return info
+
+
+SAMPLE_PATH = DATA_DIR / "corpus_sample.npz"
+
+
+def write_sample(path=SAMPLE_PATH, corpus_dir=CORPUS_DIR, n_train: int = 60_000, n_val: int = 8_000):
+    """A small tokenized slice of each domain, shipped so notebooks can train live without
+    the full corpus."""
+    import numpy as np
+    arrays = {}
+    for d in DOMAINS:
+        arrays[f"{d}/train"] = load_tokens(d, "train", corpus_dir=corpus_dir)[:n_train]
+        arrays[f"{d}/val"] = load_tokens(d, "val", corpus_dir=corpus_dir)[:n_val]
+    np.savez_compressed(path, **arrays)
+
+
+def load_sample(split: str = "train", path=SAMPLE_PATH) -> dict:
+    """domain -> token ids (uint16) of the shipped corpus sample."""
+    import numpy as np
+    with np.load(path) as z:
+        return {d: z[f"{d}/{split}"] for d in DOMAINS}
 
 
 # ---------------------------------------------------------------------------- token ids

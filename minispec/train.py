@@ -86,11 +86,12 @@ def evaluate(model: Transformer, cfg: TrainConfig, tokens: dict[str, np.ndarray]
 
 def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out_dir=None,
           device="cpu", progress: bool = True, command: str = "", tokens=None, val_tokens=None,
-          stop_after: int | None = None) -> Transformer:
+          stop_after: int | None = None, on_step=None) -> Transformer:
     """Train from scratch or resume from run_dir/state.pt; write the shipped folder out_dir.
 
     tokens / val_tokens: domain -> token ids (default: the corpus built by `minispec data`).
     stop_after: return after this many steps without finishing (to test resuming).
+    on_step: called as on_step(step, loss) after every step (e.g. to plot the loss).
     """
     from tqdm.auto import tqdm
     run_dir = Path(run_dir or Path("runs") / name)
@@ -125,6 +126,8 @@ def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_step is not None:
+            on_step(step, loss.item())
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "elapsed_s": time.time() - t0, "model_config": model_cfg.to_dict(),

@@ -1,0 +1,82 @@
+"""The benchmark's summary and the command line, on the shipped models."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import minispec
+from minispec.bench import run_bench
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return minispec.load_target("cpu"), minispec.load_draft("cpu"), minispec.load_tokenizer()
+
+
+def test_bench_writes_the_summary_and_answers(tmp_path, shipped):
+    target, draft, tok = shipped
+    s = run_bench(target, tok, ["ar", "sps", "pld"], drafters={"sps": draft},
+                  method_options={"sps": {"gamma": 3}, "pld": {"gamma": 3}}, limit=1, max_new_tokens=12,
+                  out_dir=tmp_path, progress=False)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(s))
+    for key in ("device", "torch", "temperature", "max_new_tokens"):
+        assert key in on_disk
+    for m in ("ar", "sps", "pld"):
+        for d in minispec.DOMAINS + ("all",):
+            r = on_disk["methods"][m][d]
+            assert r["lossless"] is True
+            assert r["tokens_per_s"] > 0 and r["speedup"] > 0
+            assert isinstance(r["acceptance_per_pos"], list)
+    assert on_disk["methods"]["ar"]["all"]["mean_acceptance_length"] == 1.0
+    assert on_disk["methods"]["ar"]["all"]["speedup"] == 1.0
+    assert on_disk["methods"]["sps"]["all"]["mean_acceptance_length"] > 1.0
+    answers = [json.loads(line) for line in (tmp_path / "answers" / "sps.jsonl").read_text().splitlines()]
+    assert len(answers) == 3
+    a = answers[0]
+    assert {"question_id", "category", "model_id", "choices"} <= set(a)
+    assert {"turns", "new_tokens", "wall_time", "accept_lengths"} <= set(a["choices"][0])
+
+
+def test_bench_with_sampling_reports_lossless_as_null(shipped):
+    target, draft, tok = shipped
+    s = run_bench(target, tok, ["sps"], drafters={"sps": draft}, domains=["math"], limit=1,
+                  max_new_tokens=8, temperature=0.8, progress=False)
+    assert s["methods"]["sps"]["math"]["lossless"] is None
+    assert s["temperature"] == 0.8
+
+
+def test_bench_rejects_unknown_methods_and_domains(shipped):
+    target, _, tok = shipped
+    with pytest.raises(ValueError, match="unknown method"):
+        run_bench(target, tok, ["eagle9"], limit=1, progress=False)
+    with pytest.raises(ValueError, match="unknown domain"):
+        run_bench(target, tok, ["ar"], domains=["poetry"], limit=1, progress=False)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "minispec", *args], capture_output=True, text=True,
+                          env={**os.environ, "MINISPEC_DEVICE": "cpu"}, timeout=300)
+
+
+def test_cli_generate_prints_text_and_speed():
+    r = cli("generate", "--prompt", "Question: Ava has 3 apples.", "--max-new-tokens", "8")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Question: Ava has 3 apples.")
+    assert "tokens/s" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", ""], "prompt is empty"),
+    (["--prompt", "x", "--temperature", "-1"], "temperature"),
+    (["--prompt", "x", "--top-p", "2"], "top_p"),
+    (["--prompt", "x", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["--prompt", "x " * 600], "context"),
+    (["--prompt", "x", "--method", "sps", "--gamma", "0"], "gamma"),
+])
+def test_cli_bad_input_is_one_clear_line(args, message):
+    r = cli("generate", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
