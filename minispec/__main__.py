@@ -36,8 +36,9 @@ def _print_generation(tok, prompt, g):
 def cmd_generate(args):
     from .generation import generate
     target, tok = _load(args)
-    prompt = args.prompt.encode().decode("unicode_escape") if args.escapes else args.prompt
-    options = _gammas(str(args.gamma) if args.gamma else None, [args.method]).get(args.method, {})
+    prompt = (args.prompt.encode("latin-1", "backslashreplace").decode("unicode_escape")
+              if args.escapes else args.prompt)
+    options = _gammas(None if args.gamma is None else str(args.gamma), [args.method]).get(args.method, {})
     g = generate(target, tok.encode(prompt), args.max_new_tokens, args.temperature, args.top_k,
                  args.top_p, seed=args.seed, eos_id=tok.eot_id, method=args.method,
                  drafter=_drafters([args.method], target).get(args.method), **options)
@@ -77,11 +78,17 @@ def _gammas(text, methods):
     """'4' (every method) or 'sps=4,pld=6' -> {method: {"gamma": g}}."""
     from .speculative import DEFAULT_GAMMA
     per = dict(DEFAULT_GAMMA)
-    if text:
-        if "=" in text:
-            per.update({m: int(g) for m, g in (item.split("=") for item in text.split(","))})
-        else:
+    try:
+        if text and "=" in text:
+            for item in text.split(","):
+                m, g = item.split("=")
+                if m not in per:
+                    raise ValueError(f"no gamma for method {m!r}; methods with drafts: {sorted(per)}")
+                per[m] = int(g)
+        elif text:
             per = {m: int(text) for m in per}
+    except ValueError as e:
+        raise ValueError(f"--gamma takes N or METHOD=N,...: {e}") from None
     return {m: {"gamma": per[m]} for m in methods if m in per}
 
 
@@ -112,7 +119,7 @@ def cmd_sweep(args):
         for m in methods:
             per = summary["methods"][m]
             print(f"gamma {g} {m:4s} " + "  ".join(f"{d}: tau {r['mean_acceptance_length']:.2f} "
-                                                     f"x{r['speedup']:.2f}" for d, r in per.items()))
+                                                     f"x{r['speedup'] or 0:.2f}" for d, r in per.items()))
     print(f"wrote {args.out}")
 
 
@@ -191,7 +198,6 @@ def main(argv=None):
         args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
         p.exit(2, f"error: {e}\n")
-    args.func(args)
 
 
 if __name__ == "__main__":

@@ -108,8 +108,8 @@ def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
     info = read_manifest(directory)
     try:
         cfg = ModelConfig(**info["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{directory / MANIFEST}: invalid config: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory / MANIFEST}: missing or invalid config: {e}") from None
     path = directory / WEIGHTS
     if verify and path.exists() and sha256_file(path) != info.get("sha256"):
         raise CheckpointError(f"{path} does not match the sha256 in its manifest: the file is "

@@ -16,6 +16,7 @@ from .sampling import SamplingParams, make_generator, next_token
 from .stats import GenerationStats
 
 METHODS = ("ar", "sps", "pld")
+SPECULATIVE_OPTIONS = {"gamma", "max_ngram", "min_ngram", "verifier"}
 
 
 @dataclass
@@ -35,6 +36,8 @@ def check_prompt(prompt_ids, max_new_tokens: int, context: int) -> list[int]:
             raise ValueError(f"prompt_ids must be one sequence (batch size 1), got shape "
                              f"{tuple(prompt_ids.shape)}")
         prompt_ids = prompt_ids.tolist()
+    if any(isinstance(t, (bool, float)) for t in prompt_ids):
+        raise ValueError("prompt_ids must be integer token ids")
     prompt_ids = [int(t) for t in prompt_ids]
     if not prompt_ids:
         raise ValueError("the prompt is empty: give at least one token")
@@ -62,11 +65,18 @@ def generate(target, prompt_ids, max_new_tokens: int = 128, temperature: float =
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     generator = make_generator(seed, target.device)
+    if eos_id is not None and (isinstance(eos_id, bool) or not 0 <= eos_id < target.vocab_size):
+        raise ValueError(f"eos_id must be a token id in [0, {target.vocab_size}), got {eos_id!r}")
     if method == "ar":
         if drafter is not None or method_options:
-            raise ValueError(f"method 'ar' takes no drafter or options, got {sorted(method_options)}")
+            raise ValueError("method 'ar' takes no drafter or options"
+                             + (f", got {sorted(method_options)}" if method_options else ", got a drafter"))
         loop = autoregressive
     else:
+        unknown = set(method_options) - SPECULATIVE_OPTIONS
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; "
+                             f"known: {sorted(SPECULATIVE_OPTIONS)}")
         from . import speculative
         loop = speculative.speculative_generate
         method_options = {"method": method, "drafter": drafter, **method_options}
@@ -95,4 +105,4 @@ def autoregressive(target, prompt: list[int], max_new_tokens: int, params: Sampl
         if eos_id is not None and int(tok) == eos_id:
             break
         x = tok.view(1, 1)
-    return [int(t) for t in out], stats
+    return torch.stack(out).tolist(), stats

@@ -32,6 +32,10 @@ class ModelConfig:
     norm_eps: float = 1e-5
 
     def __post_init__(self):
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.n_heads} heads of even size")
 
@@ -59,8 +63,8 @@ class KVCache:
 
     def __init__(self, n_layers, n_heads, head_dim, max_len, batch=1, device="cpu", dtype=torch.float32):
         shape = (n_layers, batch, n_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)  # only [:length] is ever read
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
 
@@ -85,6 +89,8 @@ class KVCache:
         Positions below `start` stay; the cache ends up start + len(keep) long. After tree
         verification: cache.compact(prefix_len + accepted_nodes, start=prefix_len).
         """
+        if not 0 <= start <= self.length:
+            raise ValueError(f"compact: start {start} outside [0, {self.length}]")
         keep = torch.as_tensor(keep, dtype=torch.long, device=self.k.device)
         if keep.numel() and (int(keep.min()) < start or int(keep.max()) >= self.length):
             raise ValueError(f"compact: positions must lie in [{start}, {self.length})")
@@ -101,9 +107,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # weight * x / sqrt(mean(x^2) + eps), normalised in float32 as Hugging Face's Llama does
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def rotary_tables(cfg: ModelConfig, device=None):
@@ -232,11 +237,17 @@ class Transformer(nn.Module):
                                  f"{self.config.max_seq_len}")
             cos, sin = self.rope_cos[past:past + T], self.rope_sin[past:past + T]
         else:
+            position_ids = torch.as_tensor(position_ids, device=self.device)
+            if position_ids.shape != (T,) or not 0 <= int(position_ids.min()) <= int(position_ids.max()) < self.config.max_seq_len:
+                raise ValueError(f"position_ids must have shape ({T},) and lie in [0, {self.config.max_seq_len})")
             cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]
         if attn_mask is not None:
+            if attn_mask.dtype == torch.bool or attn_mask.shape != (T, T):
+                raise ValueError(f"attn_mask must be an additive float mask of shape ({T}, {T}) "
+                                 f"(0 = visible, -inf = hidden), got {attn_mask.dtype} {tuple(attn_mask.shape)}")
+            mask = attn_mask.to(device=self.device, dtype=self.rope_cos.dtype)
             if past:  # the prefix is visible to every new token
-                attn_mask = torch.cat([attn_mask.new_zeros(T, past), attn_mask], dim=1)
-            mask = attn_mask.to(self.rope_cos.dtype)
+                mask = torch.cat([mask.new_zeros(T, past), mask], dim=1)
         elif T == 1:
             mask = None
         elif past == 0:
@@ -265,5 +276,4 @@ class Transformer(nn.Module):
 
 def causal_mask(T: int, past: int = 0, device=None) -> torch.Tensor:
     """(T, past + T) additive mask: new token t sees the prefix and new tokens 0..t."""
-    m = torch.full((T, T), float("-inf"), device=device).triu(1)
-    return torch.cat([torch.zeros(T, past, device=device), m], dim=1) if past else m
+    return torch.full((T, past + T), float("-inf"), device=device).triu(past + 1)

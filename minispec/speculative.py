@@ -38,7 +38,7 @@ class DraftModelDrafter:
         new = tokens[self.cache.length:]  # at least the last token, which the draft has not seen
         logits = self.draft(torch.tensor([new], device=self.draft.device), cache=self.cache,
                             logits_to_keep=1).logits[0, -1]                    # (V,)
-        drafts, qs = [], []
+        xs, qs = [], []
         for i in range(k):
             if params.greedy:
                 x = logits.argmax()
@@ -46,10 +46,10 @@ class DraftModelDrafter:
                 q = warp(logits, params)  # the SAME warping the target's p will get
                 x = sample(q, generator)
                 qs.append(q)
-            drafts.append(int(x))
+            xs.append(x)
             if i < k - 1:
                 logits = self.draft(x.view(1, 1), cache=self.cache, logits_to_keep=1).logits[0, -1]
-        return drafts, (torch.stack(qs) if qs else None)
+        return torch.stack(xs).tolist(), (torch.stack(qs) if qs else None)  # one device sync
 
     def commit(self, n_valid: int) -> None:
         self.cache.rollback(min(self.cache.length, n_valid))
@@ -88,7 +88,7 @@ class PromptLookupDrafter:
 
 
 def make_drafter(method: str, drafter, target, max_len: int, max_ngram: int = 3, min_ngram: int = 1):
-    """The drafter for `method`, checked against the target."""
+    """The drafter for `method`, checked against the target; max_len = positions it must hold."""
     if method == "pld":
         if drafter is not None:
             raise ValueError("method 'pld' needs no drafter: it drafts from the context itself")
@@ -103,6 +103,9 @@ def make_drafter(method: str, drafter, target, max_len: int, max_ngram: int = 3,
         if a and b and a != b:
             raise ValueError("the draft was trained with a different tokenizer than the target "
                              f"(tokenizer sha256 {a[:12]}... vs {b[:12]}...)")
+        if drafter.max_seq_len < max_len - 1:
+            raise ValueError(f"the draft's context ({drafter.max_seq_len} tokens) is too short for "
+                             f"this request ({max_len - 1} tokens)")
         if drafter.device != target.device:
             raise ValueError(f"the draft is on {drafter.device}, the target on {target.device}")
         return DraftModelDrafter(drafter, max_len)
@@ -112,6 +115,7 @@ def make_drafter(method: str, drafter, target, max_len: int, max_ngram: int = 3,
 class Round(NamedTuple):
     drafts: list[int]          # proposed tokens x_1..x_k
     q: torch.Tensor | None     # (k, V) the drafter's distributions (None when greedy)
+    p: torch.Tensor | None     # (k+1, V) the target's warped distributions (None when greedy)
     logits: torch.Tensor       # (k+1, V) the target's logits at the last token and each draft
     n_accepted: int
     next_token: int            # the correction (at a rejection) or the bonus token
@@ -127,14 +131,16 @@ def draft_and_verify(target, cache, drafter, tokens: list[int], k: int, params: 
     drafts, q = drafter.propose(tokens, k, params, generator)
     x = torch.tensor([[tokens[-1], *drafts]], device=target.device)              # (1, k+1)
     logits = target(x, cache=cache).logits[0]                                      # (k+1, V)
+    p = None
     if params.greedy:
         n, nxt = verify_greedy(drafts, logits)
     else:
-        n, nxt = verifier(drafts, q, warp(logits, params), generator)
+        p = warp(logits, params)
+        n, nxt = verifier(drafts, q, p, generator)
     cache.rollback(len(tokens) + n)   # keep the last token and the n accepted drafts
     tokens += drafts[:n] + [nxt]
     drafter.commit(len(tokens) - 1)
-    return Round(drafts, q, logits, n, nxt)
+    return Round(drafts, q, p, logits, n, nxt)
 
 
 def speculative_generate(target, prompt: list[int], max_new_tokens: int, params: SamplingParams,
@@ -161,10 +167,12 @@ def speculative_generate(target, prompt: list[int], max_new_tokens: int, params:
         stats.target_calls += 1
         if r.drafts:
             stats.record_round(len(r.drafts), r.n_accepted)
+        else:  # nothing proposed (no lookup match, or one token left): a plain decoding step
+            stats.accept_lengths.append(1)
         new = r.drafts[:r.n_accepted] + [r.next_token]
         out += new
         if eos_id is not None and eos_id in new:
             out = out[:out.index(eos_id) + 1]
             break
-    return out[:max_new_tokens], stats
+    return out, stats
 

@@ -18,7 +18,7 @@ class GenerationStats:
     num_draft_tokens: int = 0        # tokens proposed by the drafter
     num_accepted_tokens: int = 0     # proposed tokens the verifier accepted
     accepted_per_pos: list[int] = field(default_factory=list)  # [i]: rounds accepting >= i+1
-    accept_lengths: list[int] = field(default_factory=list)    # tokens gained per round
+    accept_lengths: list[int] = field(default_factory=list)    # tokens per target step (Spec-Bench)
 
     @property
     def acceptance_rate(self) -> float:

@@ -36,13 +36,16 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 50
     eval_windows: int = 24   # validation windows of seq_len per domain
+    distill: bool = False    # learn the target's next-token distributions instead of the data's
 
 
 PRESETS = {
     # deep and narrow: a draft head of one layer costs a small fraction of a target step
     "target": (ModelConfig(dim=192, n_layers=8, n_heads=6, ffn_dim=512), TrainConfig()),
-    # chapter 1's draft LM: same tokenizer and corpus, one layer
-    "draft": (ModelConfig(dim=192, n_layers=1, n_heads=6, ffn_dim=512), TrainConfig(steps=1200)),
+    # chapter 1's draft LM: same tokenizer and corpus, one layer, distilled from the target
+    # (acceptance depends on how closely q matches p, not on how well q models the data)
+    "draft": (ModelConfig(dim=192, n_layers=1, n_heads=6, ffn_dim=512),
+              TrainConfig(steps=1500, distill=True)),
 }
 
 
@@ -65,9 +68,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
 
 
-def lm_loss(model: Transformer, batch: torch.Tensor) -> torch.Tensor:
+def lm_loss(model: Transformer, batch: torch.Tensor, teacher: Transformer | None = None) -> torch.Tensor:
+    """Next-token cross-entropy against the data, or against the teacher's distributions."""
     logits = model(batch[:, :-1]).logits  # (B, T, V)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    if teacher is None:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    with torch.no_grad():
+        p = torch.softmax(teacher(batch[:, :-1]).logits, dim=-1)       # (B, T, V)
+    return -(p * torch.log_softmax(logits, dim=-1)).sum(-1).mean()    # soft cross-entropy
 
 
 @torch.no_grad()
@@ -86,13 +94,23 @@ def evaluate(model: Transformer, cfg: TrainConfig, tokens: dict[str, np.ndarray]
 
 def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out_dir=None,
           device="cpu", progress: bool = True, command: str = "", tokens=None, val_tokens=None,
-          stop_after: int | None = None, on_step=None) -> Transformer:
+          stop_after: int | None = None, on_step=None, teacher: Transformer | None = None) -> Transformer:
     """Train from scratch or resume from run_dir/state.pt; write the shipped folder out_dir.
 
     tokens / val_tokens: domain -> token ids (default: the corpus built by `minispec data`).
     stop_after: return after this many steps without finishing (to test resuming).
     on_step: called as on_step(step, loss) after every step (e.g. to plot the loss).
+    teacher: the model to distill from, when cfg.distill (default: the shipped target).
     """
+    if cfg.distill and teacher is None:
+        from .checkpoint import load_pretrained
+        teacher = load_pretrained(DATA_DIR / "target", device)
+    if teacher is not None:
+        if not cfg.distill:
+            raise ValueError("a teacher was given but the training config has distill=False")
+        if teacher.vocab_size != model_cfg.vocab_size:
+            raise ValueError(f"teacher vocabulary {teacher.vocab_size} != student's {model_cfg.vocab_size}")
+        teacher.eval()
     from tqdm.auto import tqdm
     run_dir = Path(run_dir or Path("runs") / name)
     out_dir = Path(out_dir or DATA_DIR / name)
@@ -118,7 +136,7 @@ def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        loss = lm_loss(model, get_batch(tokens, step, cfg).to(device))
+        loss = lm_loss(model, get_batch(tokens, step, cfg).to(device), teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

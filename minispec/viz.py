@@ -11,7 +11,7 @@ import time
 import torch
 
 from .device import synchronize
-from .sampling import SamplingParams, warp
+from .sampling import SamplingParams
 from .verify import residual
 
 
@@ -50,16 +50,18 @@ class RoundStepper:
     """
 
     def __init__(self, target, draft, prompt_ids, gamma=4, params=SamplingParams(1.0), seed=0):
-        from .speculative import DraftModelDrafter
+        from .generation import check_prompt
+        from .speculative import make_drafter
         if params.greedy:
             raise ValueError("the stepper shows sampling verification: use a temperature > 0")
         self.target, self.gamma, self.params = target, gamma, params
-        self.drafter = DraftModelDrafter(draft, target.max_seq_len)
+        self.tokens = check_prompt(prompt_ids, 1, target.max_seq_len)
+        self.drafter = make_drafter("sps", draft, target, target.max_seq_len)
         self.cache = target.new_cache()
         self.generator = torch.Generator(device=target.device).manual_seed(seed)
-        self.tokens = list(prompt_ids)
-        with torch.inference_mode():
-            target(torch.tensor([self.tokens[:-1]], device=target.device), cache=self.cache)
+        if len(self.tokens) > 1:
+            with torch.inference_mode():
+                target(torch.tensor([self.tokens[:-1]], device=target.device), cache=self.cache)
 
     @torch.inference_mode()
     def step(self, top: int = 8) -> dict:
@@ -69,7 +71,7 @@ class RoundStepper:
             raise ValueError("the context is full")
         r = draft_and_verify(self.target, self.cache, self.drafter, self.tokens, k, self.params,
                              self.generator)
-        p, n = warp(r.logits, self.params), r.n_accepted                       # (k+1, V)
+        p, n = r.p, r.n_accepted                                               # (k+1, V)
         rows = [{"token": d, "p": float(p[i, d]), "q": float(r.q[i, d]),
                  "accept_prob": min(1.0, float(p[i, d] / r.q[i, d])), "accepted": i < n}
                 for i, d in enumerate(r.drafts)]

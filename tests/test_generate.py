@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import TINY, chi_square_ok, exact_two_token_distribution, tiny_model
+from conftest import SMALL, TINY, chi_square_ok, exact_distribution, tiny_model
 from minispec import generate
 from minispec.sampling import SamplingParams, warp
 
@@ -41,15 +41,15 @@ def test_seeded_sampling_is_reproducible(model):
     assert a == b
 
 
-@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.7, top_k=8, top_p=0.9)])
-def test_sampling_matches_exact_two_token_distribution(model, params):
+@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.7, top_k=6, top_p=0.9)])
+def test_sampling_matches_exact_two_token_distribution(params):
     """Chi-square goodness of fit over the first two tokens; false alarm rate 1e-4."""
-    exact = exact_two_token_distribution(model, PROMPT, params).flatten()
-    n = 2000
+    model = tiny_model(2, SMALL)
+    exact = exact_distribution(model, PROMPT, params, 2).flatten()
     counts = torch.zeros_like(exact)
-    for i in range(n):
+    for i in range(2000):
         t = generate(model, PROMPT, 2, params.temperature, params.top_k, params.top_p, seed=i).tokens
-        counts[t[0] * TINY.vocab_size + t[1]] += 1
+        counts[t[0] * SMALL.vocab_size + t[1]] += 1
     assert counts[exact == 0].sum() == 0, "sampled a token the warped distribution excludes"
     assert chi_square_ok(counts, exact)
 

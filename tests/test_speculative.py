@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import TINY, chi_square_ok, exact_two_token_distribution, tiny_model
+from conftest import SMALL, TINY, chi_square_ok, exact_distribution, tiny_model
 from minispec import generate
 from minispec.model import ModelConfig, Transformer
 from minispec.sampling import SamplingParams, sample
@@ -70,7 +70,7 @@ def test_a_perfect_draft_is_always_accepted(target):
     g = generate(target, PROMPT, 41, method="sps", drafter=target, gamma=4)
     st_ = g.stats
     assert st_.num_accepted_tokens == st_.num_draft_tokens
-    assert st_.accept_lengths == [5] * 8 and st_.mean_acceptance_length == 5.0
+    assert st_.accept_lengths == [5] * 8 + [1] and st_.mean_acceptance_length == 5.0  # + a last plain step
     assert st_.target_calls == 1 + 8 + 1  # prefill, 8 full rounds, one last token
 
 
@@ -87,7 +87,7 @@ def test_statistics_add_up(target, draft):
     assert 0 < s.num_draft_tokens <= 4 * s.num_drafts
     assert s.num_accepted_tokens == sum(s.accepted_per_pos)
     assert s.accepted_per_pos == sorted(s.accepted_per_pos, reverse=True)
-    assert sum(s.accept_lengths) == s.num_accepted_tokens + s.num_drafts
+    assert sum(s.accept_lengths) == s.new_tokens == 50   # every target step, drafted or not
     assert s.mean_acceptance_length == pytest.approx(1 + s.num_accepted_tokens / s.num_drafts)
 
 
@@ -133,39 +133,59 @@ def test_one_round_check_catches_a_verifier_without_residual(seed):
     assert not chi_square_ok(counts, p[0])
 
 
-def two_token_counts(target, prompt, params, n, **kw):
+# Whole generations of THREE tokens with gamma = 2: the first round verifies two drafts, so
+# rejections after a partial acceptance, the residual at the second position, the bonus token
+# and the draft cache's rollback under sampling are all inside the checked distribution. A
+# 16-token vocabulary keeps the 16^3 outcomes enumerable.
+SMALL_DRAFT = ModelConfig(**{**SMALL.to_dict(), "n_layers": 1})
+SAMPLING = [SamplingParams(1.0), SamplingParams(0.7, top_k=6), SamplingParams(1.3, top_p=0.8)]
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A target with a sharpened LM head (its 3-token distribution is concentrated enough for
+    the chi-square test to have power at 3000 samples) and a poor, near-uniform draft (many
+    rejections, so the residual is exercised at every position). Checked: with this pair the
+    test passes for the real verifier and fails for the broken one."""
+    target = tiny_model(2, SMALL)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(3.0)
+    return target, tiny_model(3, SMALL_DRAFT, scale=1.0)
+
+
+def sequence_counts(target, prompt, params, n, n_tokens=3, **kw):
     V = target.vocab_size
-    counts = torch.zeros(V * V)
+    counts = torch.zeros((V,) * n_tokens)
     for i in range(n):
-        t = generate(target, prompt, 2, params.temperature, params.top_k, params.top_p, seed=i, **kw).tokens
-        counts[t[0] * V + t[1]] += 1
-    return counts
-
-
-SAMPLING = [SamplingParams(1.0), SamplingParams(0.7, top_k=8), SamplingParams(1.3, top_p=0.8)]
+        counts[tuple(generate(target, prompt, n_tokens, params.temperature, params.top_k, params.top_p,
+                              seed=i, **kw).tokens)] += 1
+    return counts.flatten()
 
 
 @pytest.mark.parametrize("params", SAMPLING)
-def test_sps_sampling_matches_the_target_exactly(target, draft, params):
-    exact = exact_two_token_distribution(target, PROMPT, params).flatten()
-    counts = two_token_counts(target, PROMPT, params, 2000, method="sps", drafter=draft, gamma=2)
+def test_sps_sampling_matches_the_target_exactly(small, params):
+    target, draft = small
+    exact = exact_distribution(target, PROMPT, params, 3).flatten()
+    counts = sequence_counts(target, PROMPT, params, 3000, method="sps", drafter=draft, gamma=2)
     assert counts[exact == 0].sum() == 0
     assert chi_square_ok(counts, exact)
 
 
 @pytest.mark.parametrize("params", SAMPLING[:2])
-def test_pld_sampling_matches_the_target_exactly(target, params):
-    exact = exact_two_token_distribution(target, REPEATS, params).flatten()
-    counts = two_token_counts(target, REPEATS, params, 2000, method="pld", gamma=2)
+def test_pld_sampling_matches_the_target_exactly(small, params):
+    target, _ = small
+    exact = exact_distribution(target, REPEATS, params, 3).flatten()
+    counts = sequence_counts(target, REPEATS, params, 3000, method="pld", gamma=2)
     assert counts[exact == 0].sum() == 0
     assert chi_square_ok(counts, exact)
 
 
-def test_end_to_end_check_catches_a_verifier_without_residual(target, draft):
+def test_end_to_end_check_catches_a_verifier_without_residual(small):
+    target, draft = small
     params = SAMPLING[0]
-    exact = exact_two_token_distribution(target, PROMPT, params).flatten()
-    counts = two_token_counts(target, PROMPT, params, 2000, method="sps", drafter=draft, gamma=2,
-                              verifier=verify_without_residual)
+    exact = exact_distribution(target, PROMPT, params, 3).flatten()
+    counts = sequence_counts(target, PROMPT, params, 3000, method="sps", drafter=draft, gamma=2,
+                             verifier=verify_without_residual)
     assert not chi_square_ok(counts, exact)
 
 
@@ -192,6 +212,25 @@ def test_draft_with_another_vocabulary_is_refused(target):
     other = Transformer(ModelConfig(**{**DRAFT_CFG.to_dict(), "vocab_size": 80}))
     with pytest.raises(ValueError, match="vocabulary"):
         generate(target, PROMPT, 5, method="sps", drafter=other)
+
+
+def test_draft_with_a_shorter_context_is_refused(target):
+    short = Transformer(ModelConfig(**{**DRAFT_CFG.to_dict(), "max_seq_len": 16}))
+    with pytest.raises(ValueError, match="context"):
+        generate(target, PROMPT, 20, method="sps", drafter=short)
+
+
+def test_unknown_options_are_refused(target, draft):
+    with pytest.raises(ValueError, match="unknown option"):
+        generate(target, PROMPT, 5, method="sps", drafter=draft, gama=4)
+
+
+def test_end_token_inside_accepted_drafts(target):
+    """A perfect draft accepts whole rounds, so the end token arrives inside the drafts."""
+    full = generate(target, PROMPT, 30).tokens
+    eos = full[6]
+    g = generate(target, PROMPT, 30, eos_id=eos, method="sps", drafter=target, gamma=4)
+    assert g.tokens == full[:full.index(eos) + 1]
 
 
 def test_draft_with_another_tokenizer_is_refused(target, draft):
