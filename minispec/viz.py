@@ -73,7 +73,8 @@ class RoundStepper:
                              self.generator)
         p, n = r.p, r.n_accepted                                               # (k+1, V)
         rows = [{"token": d, "p": float(p[i, d]), "q": float(r.q[i, d]),
-                 "accept_prob": min(1.0, float(p[i, d] / r.q[i, d])), "accepted": i < n}
+                 "accept_prob": min(1.0, float(p[i, d] / r.q[i, d])), "accepted": i < n,
+                 "checked": i <= n}  # drafts after the first rejection are never looked at
                 for i, d in enumerate(r.drafts)]
         res = None
         if n < len(r.drafts):
