@@ -64,7 +64,7 @@ def cmd_demo(args):
         _print_generation(tok, q["turns"][0], ar)
         sps = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id, method="sps", drafter=draft,
                        gamma=DEFAULT_GAMMA["sps"])
-        print(f"--- speculative sampling (gamma {DEFAULT_GAMMA['sps']}): {sps.stats.tokens_per_s:.1f} tokens/s, "
+        print(f"--- speculative decoding with the draft model (gamma {DEFAULT_GAMMA['sps']}): {sps.stats.tokens_per_s:.1f} tokens/s, "
               f"{sps.stats.tokens_per_s / ar.stats.tokens_per_s:.2f}x, tau {sps.stats.mean_acceptance_length:.2f}, "
               f"identical output: {sps.tokens == ar.tokens}")
 

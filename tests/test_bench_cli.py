@@ -80,3 +80,15 @@ def test_cli_bad_input_is_one_clear_line(args, message):
     r = cli("generate", *args)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("method", ["sps", "pld"])
+def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, method):
+    target, draft, tok = shipped
+    for q in minispec.load_prompts():
+        ids = tok.encode(q["turns"][0])
+        ar = minispec.generate(target, ids, 32, eos_id=tok.eot_id).tokens
+        spec = minispec.generate(target, ids, 32, eos_id=tok.eot_id, method=method,
+                                 drafter=draft if method == "sps" else None, gamma=4)
+        assert spec.tokens == ar, f"question {q['question_id']}"
+        assert spec.stats.mean_acceptance_length > 1.0 or spec.stats.num_drafts == 0
