@@ -61,12 +61,3 @@ class GenerationStats:
         out.accepted_per_pos = [x + y for x, y in zip(pad(self.accepted_per_pos), pad(other.accepted_per_pos))]
         out.accept_lengths = self.accept_lengths + other.accept_lengths
         return out
-
-    def summary(self) -> dict:
-        return {"new_tokens": self.new_tokens, "target_calls": self.target_calls,
-                "wall_time": round(self.wall_time, 4), "tokens_per_s": round(self.tokens_per_s, 2),
-                "num_drafts": self.num_drafts, "num_draft_tokens": self.num_draft_tokens,
-                "num_accepted_tokens": self.num_accepted_tokens,
-                "acceptance_rate": round(self.acceptance_rate, 4),
-                "mean_acceptance_length": round(self.mean_acceptance_length, 4),
-                "acceptance_per_pos": [round(a, 4) for a in self.acceptance_per_pos]}
