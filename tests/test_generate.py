@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from conftest import SMALL, TINY, chi_square_ok, exact_distribution, tiny_model
+from conftest import SMALL, TINY, tiny_model
 from minispec import generate
+from minispec.checks import chi_square_ok, exact_distribution
 from minispec.sampling import SamplingParams, warp
 
 PROMPT = [3, 14, 15, 9, 2, 6]

@@ -8,8 +8,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import SMALL, TINY, chi_square_ok, exact_distribution, tiny_model
+from conftest import SMALL, TINY, tiny_model
 from minispec import generate
+from minispec.checks import chi_square_ok, exact_distribution, verify_without_residual
 from minispec.model import ModelConfig, Transformer
 from minispec.sampling import SamplingParams, sample
 from minispec.speculative import PromptLookupDrafter
@@ -28,14 +29,6 @@ def target():
 @pytest.fixture(scope="module")
 def draft():
     return tiny_model(1, DRAFT_CFG)
-
-
-def verify_without_residual(draft, q, p, generator=None):
-    """A deliberately broken verifier: on rejection it resamples from p, not norm(max(0, p - q))."""
-    for i, x in enumerate(draft):
-        if torch.rand(1, generator=generator) * q[i, x] >= p[i, x]:
-            return i, int(sample(p[i], generator))
-    return len(draft), int(sample(p[len(draft)], generator))
 
 
 # ---------------------------------------------------------------- greedy: token for token
