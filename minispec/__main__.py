@@ -150,7 +150,7 @@ def main(argv=None):
     s.set_defaults(func=cmd_data)
 
     s = sub.add_parser("train", help="train a preset model (target or draft)")
-    s.add_argument("model", choices=["target", "draft"])
+    s.add_argument("model", choices=["target", "draft", "baseline"])
     s.add_argument("--steps", type=int, help="override the preset's number of steps")
     s.add_argument("--run-dir", help="training state folder (default runs/<model>)")
     s.add_argument("--out", help="shipped folder (default data/<model>)")

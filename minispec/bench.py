@@ -112,20 +112,24 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def gamma_sweep(target, tokenizer, methods, gammas, drafters=None, out_path=None, **bench_kwargs) -> dict:
-    """Run the benchmark once per gamma (each run with its own `ar` baseline).
+def gamma_sweep(target, tokenizer, methods, gammas, drafters=None, out_path=None, cost_repeats: int = 30,
+                **bench_kwargs) -> dict:
+    """Run the benchmark once per gamma (each run with its own `ar` baseline), and measure what
+    the cost models of `minispec.costs` need: c (draft step / target step) and the target's
+    forward cost T(n) for n = 1 .. max(gammas) + 1, with `cost_repeats` repeats.
 
-    Returns {"gammas": [...], "runs": {gamma: summary}}, written as JSON to out_path if given.
+    Returns {"gammas", "methods", "cost_ratio_c", "target_cost", "runs": {gamma: summary}},
+    written as JSON to out_path if given.
     """
-    from .viz import forward_cost
+    from .costs import cost_curve, cost_ratio
     runs = {}
-    c = None
-    if drafters and "sps" in drafters:  # the cost ratio of the speedup formula
-        c = forward_cost(drafters["sps"], 1) / forward_cost(target, 1)
+    c = cost_ratio(drafters["sps"], target, cost_repeats) if drafters and "sps" in drafters else None
+    curve = cost_curve(target, range(1, max(gammas) + 2), repeats=cost_repeats)
     for g in gammas:
         runs[g] = run_bench(target, tokenizer, methods, drafters=drafters,
                             method_options={m: {"gamma": g} for m in methods if m != "ar"}, **bench_kwargs)
-    result = {"gammas": list(gammas), "methods": list(methods), "cost_ratio_c": c, "runs": runs}
+    result = {"gammas": list(gammas), "methods": list(methods), "cost_ratio_c": c, "target_cost": curve,
+              "runs": runs}
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(json.dumps(result, indent=1) + "\n")

@@ -12,6 +12,7 @@ Any drafter has two methods:
 """
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import torch
@@ -119,6 +120,7 @@ class Round(NamedTuple):
     logits: torch.Tensor       # (k+1, V) the target's logits at the last token and each draft
     n_accepted: int
     next_token: int            # the correction (at a rejection) or the bonus token
+    times: tuple[float, float, float]  # seconds drafting, in the target's pass, verifying
 
 
 def draft_and_verify(target, cache, drafter, tokens: list[int], k: int, params: SamplingParams,
@@ -128,19 +130,23 @@ def draft_and_verify(target, cache, drafter, tokens: list[int], k: int, params: 
     On entry the target's cache holds tokens[:-1]; on return `tokens` has the accepted
     drafts and the next token appended, and both caches hold all but the new last token.
     """
+    t0 = time.perf_counter()
     drafts, q = drafter.propose(tokens, k, params, generator)
+    t1 = time.perf_counter()
     x = torch.tensor([[tokens[-1], *drafts]], device=target.device)              # (1, k+1)
     logits = target(x, cache=cache).logits[0]                                      # (k+1, V)
+    t2 = time.perf_counter()
     p = None
     if params.greedy:
         n, nxt = verify_greedy(drafts, logits)
     else:
         p = warp(logits, params)
         n, nxt = verifier(drafts, q, p, generator)
+    t3 = time.perf_counter()
     cache.rollback(len(tokens) + n)   # keep the last token and the n accepted drafts
     tokens += drafts[:n] + [nxt]
     drafter.commit(len(tokens) - 1)
-    return Round(drafts, q, p, logits, n, nxt)
+    return Round(drafts, q, p, logits, n, nxt, (t1 - t0, t2 - t1, t3 - t2))
 
 
 def speculative_generate(target, prompt: list[int], max_new_tokens: int, params: SamplingParams,
@@ -158,13 +164,18 @@ def speculative_generate(target, prompt: list[int], max_new_tokens: int, params:
     stats = GenerationStats()
     cache = target.new_cache(max_len)
     if len(prompt) > 1:
+        t0 = time.perf_counter()
         target(torch.tensor([prompt[:-1]], device=target.device), cache=cache, logits_to_keep=1)
+        stats.prefill_time = time.perf_counter() - t0
         stats.target_calls += 1
     tokens, out = list(prompt), []
     while len(out) < max_new_tokens:
         k = min(gamma, max_new_tokens - len(out) - 1)  # never draft past max_new_tokens
         r = draft_and_verify(target, cache, drafter, tokens, k, params, generator, verifier)
         stats.target_calls += 1
+        stats.draft_time += r.times[0]
+        stats.target_time += r.times[1]
+        stats.verify_time += r.times[2]
         if r.drafts:
             stats.record_round(len(r.drafts), r.n_accepted)
         else:  # nothing proposed (no lookup match, or one token left): a plain decoding step

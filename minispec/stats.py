@@ -19,6 +19,11 @@ class GenerationStats:
     num_accepted_tokens: int = 0     # proposed tokens the verifier accepted
     accepted_per_pos: list[int] = field(default_factory=list)  # [i]: rounds accepting >= i+1
     accept_lengths: list[int] = field(default_factory=list)    # tokens per target step (Spec-Bench)
+    # where the time goes (seconds; exact on a CPU, on a GPU queued work is paid at the next sync)
+    prefill_time: float = 0.0        # the target's pass over the prompt
+    draft_time: float = 0.0          # drafters proposing
+    target_time: float = 0.0         # the target's verification passes
+    verify_time: float = 0.0         # the verification rules
 
     @property
     def acceptance_rate(self) -> float:
@@ -29,8 +34,6 @@ class GenerationStats:
         """tau: tokens per drafting round, bonus token included (1.0 without drafting)."""
         return 1.0 + self.num_accepted_tokens / self.num_drafts if self.num_drafts else 1.0
 
-    tau = mean_acceptance_length
-
     @property
     def acceptance_per_pos(self) -> list[float]:
         return [a / self.num_drafts for a in self.accepted_per_pos] if self.num_drafts else []
@@ -38,6 +41,11 @@ class GenerationStats:
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.wall_time if self.wall_time > 0 else 0.0
+
+    @property
+    def bookkeeping_time(self) -> float:
+        """Everything else: building tensors, rolling caches back, the loop itself."""
+        return self.wall_time - self.prefill_time - self.draft_time - self.target_time - self.verify_time
 
     def record_round(self, num_proposed: int, num_accepted: int) -> None:
         """One drafting round: num_proposed drafted, the first num_accepted of them kept."""
@@ -54,7 +62,7 @@ class GenerationStats:
         """Sum of two runs' counters (for per-domain totals)."""
         out = GenerationStats(**{k: v for k, v in asdict(self).items()})
         for k in ("new_tokens", "target_calls", "wall_time", "num_drafts", "num_draft_tokens",
-                  "num_accepted_tokens"):
+                  "num_accepted_tokens", "prefill_time", "draft_time", "target_time", "verify_time"):
             setattr(out, k, getattr(self, k) + getattr(other, k))
         n = max(len(self.accepted_per_pos), len(other.accepted_per_pos))
         pad = lambda a: a + [0] * (n - len(a))

@@ -36,16 +36,21 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 50
     eval_windows: int = 24   # validation windows of seq_len per domain
+    eval_every: int = 250    # validation loss per domain every this many steps (0 = only at the end)
     distill: bool = False    # learn the target's next-token distributions instead of the data's
 
 
 PRESETS = {
-    # deep and narrow: a draft head of one layer costs a small fraction of a target step
-    "target": (ModelConfig(dim=192, n_layers=8, n_heads=6, ffn_dim=512), TrainConfig()),
+    # deep and narrow: a draft head of one layer costs a small fraction of a target step;
+    # 6000 steps x 2048 tokens = 12.3M tokens (about 75 min on one CPU core)
+    "target": (ModelConfig(dim=192, n_layers=8, n_heads=6, ffn_dim=512), TrainConfig(steps=6000)),
     # chapter 1's draft LM: same tokenizer and corpus, one layer, distilled from the target
     # (acceptance depends on how closely q matches p, not on how well q models the data)
     "draft": (ModelConfig(dim=192, n_layers=1, n_heads=6, ffn_dim=512),
               TrainConfig(steps=1500, distill=True)),
+    # the yardstick for the target: the draft's shape trained on the data alone, as long as the
+    # draft; its losses go into the target's manifest, its weights are not shipped
+    "baseline": (ModelConfig(dim=192, n_layers=1, n_heads=6, ffn_dim=512), TrainConfig(steps=1500)),
 }
 
 
@@ -120,19 +125,21 @@ def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    state_path, step, elapsed = run_dir / "state.pt", 0, 0.0
+    state_path, step, elapsed, history = run_dir / "state.pt", 0, 0.0, []
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
         if state["model_config"] != model_cfg.to_dict() or state["train_config"] != asdict(cfg):
             raise ValueError(f"{state_path} was written with other settings; remove it to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed_s"]
+        step, elapsed, history = state["step"], state["elapsed_s"], state.get("history", [])
         print(f"resuming {name} from step {step}")
     tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
+    val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=not progress)
     t0 = time.time() - elapsed
+    recent = []  # training losses since the last validation
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -144,12 +151,18 @@ def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        recent.append(loss.item())
         if on_step is not None:
             on_step(step, loss.item())
+        if cfg.eval_every and step % cfg.eval_every == 0:  # the loss curve shipped in the manifest
+            history.append({"step": step, "tokens": step * cfg.batch_size * cfg.seq_len,
+                            "train_loss": round(sum(recent) / len(recent), 4),
+                            "val_loss": evaluate(model, cfg, val_tokens)})
+            recent = []
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "elapsed_s": time.time() - t0, "model_config": model_cfg.to_dict(),
-                     "train_config": asdict(cfg)}
+                     "train_config": asdict(cfg), "history": history}
             atomic_write(state_path, lambda p: torch.save(state, p))
         if stop_after is not None and step >= stop_after:
             bar.close()
@@ -160,7 +173,9 @@ def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out
     save_pretrained(model, out_dir, name=name, tokenizer_sha256=sha256_file(TOKENIZER_PATH),
                     training={"command": command or f"python -m minispec train {name}",
                               "config": asdict(cfg), "train_time_s": round(train_time, 1),
-                              "device": str(device), "torch": torch.__version__},
+                              "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+                              "device": str(device), "torch": torch.__version__,
+                              "threads": torch.get_num_threads(), "history": history},
                     val_loss=val)
     print(f"{name}: {model.num_params():,} parameters, val loss {val}, {train_time / 60:.1f} min "
           f"-> {out_dir}")

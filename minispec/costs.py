@@ -1,0 +1,84 @@
+"""What a forward pass costs, and the speedup that speculative decoding should get from it.
+
+    T(n)   seconds of one cached target forward that scores n new tokens (`cost_curve`)
+    c      one draft step / one target step, each scoring one token (`cost_ratio`)
+    alpha  the chance that a draft token is accepted;  tau  tokens per round (bonus included)
+
+The papers' model assumes that verifying gamma + 1 tokens costs one target step:
+    speedup = (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1))          (`predicted_speedup`)
+The refined model uses the measured tau and the measured cost of the verification pass:
+    speedup = tau T(1) / (T(gamma+1) + gamma c T(1))                      (`refined_speedup`)
+Both leave out the per-round bookkeeping (Python, building tensors, rolling caches back).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .device import synchronize
+
+
+@torch.inference_mode()
+def forward_times(model, n_tokens: int, context: int = 128, repeats: int = 10, warmup: int = 3) -> list[float]:
+    """Seconds of `repeats` cached forward passes, each scoring n_tokens after `context` tokens."""
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, model.vocab_size, (1, context), generator=g).to(model.device)
+    new = torch.randint(0, model.vocab_size, (1, n_tokens), generator=g).to(model.device)
+    cache = model.new_cache(context + n_tokens)
+    model(prefix, cache=cache, logits_to_keep=1)
+    times = []
+    for i in range(warmup + repeats):
+        cache.rollback(context)
+        synchronize(model.device)
+        t0 = time.perf_counter()
+        model(new, cache=cache)
+        synchronize(model.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def forward_cost(model, n_tokens: int, context: int = 128, repeats: int = 10, warmup: int = 3) -> float:
+    """Median seconds of one cached forward pass scoring n_tokens after `context` tokens."""
+    return statistics.median(forward_times(model, n_tokens, context, repeats, warmup))
+
+
+def cost_curve(model, ns, context: int = 128, repeats: int = 10) -> dict:
+    """T(n) for each n in ns: {"n": [...], "median": [...], "min": [...], "max": [...]} seconds.
+
+    The sizes take turns, repeat by repeat, so that drift of the machine hits all of them alike.
+    """
+    ns = list(ns)
+    times = {n: [] for n in ns}
+    for n in ns:  # warm-up
+        forward_times(model, n, context, repeats=1, warmup=2)
+    for _ in range(repeats):
+        for n in ns:
+            times[n] += forward_times(model, n, context, repeats=1, warmup=0)
+    return {"n": ns, "context": context, "repeats": repeats,
+            "median": [statistics.median(times[n]) for n in ns],
+            "min": [min(times[n]) for n in ns], "max": [max(times[n]) for n in ns]}
+
+
+def cost_ratio(draft, target, repeats: int = 30) -> float:
+    """c: median one-token step of the draft / of the target, both with a 128-token cache."""
+    return forward_cost(draft, 1, repeats=repeats) / forward_cost(target, 1, repeats=repeats)
+
+
+def expected_tokens(alpha: float, gamma: int) -> float:
+    """E[tokens per round] = 1 + alpha + ... + alpha^gamma, if each draft is accepted with
+    probability alpha independently."""
+    return float(gamma + 1) if alpha == 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def predicted_speedup(alpha: float, gamma: int, c: float) -> float:
+    """The papers' model: verification costs one target step."""
+    return expected_tokens(alpha, gamma) / (gamma * c + 1)
+
+
+def refined_speedup(tau: float, gamma: int, c: float, T: dict[int, float]) -> float:
+    """tau T(1) / (T(gamma+1) + gamma c T(1)): tau tokens for one verification pass of gamma+1
+    tokens and gamma draft steps. T maps a number of tokens to the measured seconds."""
+    return tau * T[1] / (T[gamma + 1] + gamma * c * T[1])
