@@ -1,9 +1,10 @@
 """Checking losslessness: exact target distributions, a chi-square test, and the classic bug.
 
 A sampling verifier is lossless when its outputs follow the target's distribution exactly.
-`exact_distribution` enumerates that distribution for a small model, `chi_square_ok` tests
-sample counts against it, and `verify_without_residual` is the mistake the test must catch.
-The tests and chapter 1's notebook both use these.
+`exact_distribution` enumerates that distribution for a small model, `sequence_frequencies`
+counts what speculative decoding actually emits, `chi_square_ok` tests the counts against the
+exact probabilities, and `verify_without_residual` is the mistake the test must catch. The
+tests, the exercise checkers and chapter 1's notebook all use these.
 """
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from itertools import product
 import torch
 
 from .sampling import SamplingParams, sample, warp
+
+
+def random_model(cfg, seed: int = 0, scale: float = 4.0):
+    """A randomly initialised model for checks and tests; weight matrices scaled by `scale`
+    (4: distributions far from uniform, like a trained model's; 1: near uniform, a poor draft)."""
+    from .model import Transformer
+    torch.manual_seed(seed)
+    m = Transformer(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() >= 2:
+                p.mul_(scale)
+    return m.eval()
 
 
 @torch.no_grad()
@@ -26,6 +40,26 @@ def exact_distribution(model, prompt: list[int], params: SamplingParams, n_token
         p = warp(model(seqs.to(model.device)).logits[:, -1], params).cpu()             # (V^j, V)
         joint = joint.unsqueeze(-1) * p.reshape((V,) * j + (V,))
     return joint
+
+
+@torch.no_grad()
+def sequence_frequencies(target, prompt: list[int], params: SamplingParams, n_samples: int,
+                         n_tokens: int = 3, seed: int = 0, method: str = "sps", drafter=None,
+                         gamma: int = 2, verifier=None) -> torch.Tensor:
+    """Counts of every n_tokens-long continuation over n_samples speculative generations,
+    shape (V ** n_tokens,), matching exact_distribution(...).flatten(). `verifier` replaces the
+    sampling verification rule (to check one under test)."""
+    from .speculative import speculative_generate
+    from .verify import verify_sampling
+    V = target.vocab_size
+    counts = torch.zeros((V,) * n_tokens)
+    g = torch.Generator(device=target.device)
+    for i in range(n_samples):
+        g.manual_seed(seed + i)
+        tokens, _ = speculative_generate(target, list(prompt), n_tokens, params, g, None, method,
+                                         drafter=drafter, gamma=gamma, verifier=verifier or verify_sampling)
+        counts[tuple(tokens)] += 1
+    return counts.flatten()
 
 
 def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor, alpha_z: float = 3.719) -> bool:

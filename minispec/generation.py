@@ -16,7 +16,7 @@ from .sampling import SamplingParams, make_generator, next_token
 from .stats import GenerationStats
 
 METHODS = ("ar", "sps", "pld")
-SPECULATIVE_OPTIONS = {"gamma", "max_ngram", "min_ngram", "verifier"}
+SPECULATIVE_OPTIONS = {"gamma", "max_ngram", "min_ngram"}
 
 
 @dataclass

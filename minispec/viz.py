@@ -1,18 +1,18 @@
-"""Notebook helpers: show the package's own code, time forward passes, step through rounds.
+"""Notebook helpers: show the package's own code, step through decoding, draw what happened.
 
-The notebooks import these instead of keeping copies of the package's code: one concept,
-one place.
+The notebooks import these instead of keeping copies of the package's code: one concept, one
+place. The steppers hold the logic of the notebooks' widgets, so that a normal cell (checked by
+nbval) runs the same code a learner clicks through.
 """
 from __future__ import annotations
 
+import html
 import inspect
-import time
 
 import torch
 
-from .device import synchronize
-from .sampling import SamplingParams
-from .verify import residual
+from .sampling import SamplingParams, sample, warp
+from .verify import residual, verify_sampling
 
 
 def show(obj) -> "IPython.display.Code":
@@ -21,64 +21,207 @@ def show(obj) -> "IPython.display.Code":
     return Code(inspect.getsource(obj), language="python")
 
 
-@torch.inference_mode()
-def forward_cost(model, n_tokens: int, context: int = 128, repeats: int = 10, warmup: int = 3) -> float:
-    """Median seconds of one cached forward pass scoring n_tokens after `context` tokens."""
-    g = torch.Generator().manual_seed(0)
-    prefix = torch.randint(0, model.vocab_size, (1, context), generator=g).to(model.device)
-    new = torch.randint(0, model.vocab_size, (1, n_tokens), generator=g).to(model.device)
-    cache = model.new_cache(context + n_tokens)
-    model(prefix, cache=cache, logits_to_keep=1)
-    times = []
-    for i in range(warmup + repeats):
-        cache.rollback(context)
-        synchronize(model.device)
-        t0 = time.perf_counter()
-        model(new, cache=cache)
-        synchronize(model.device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+def fmt_prob(x: float) -> str:
+    """A probability that stays readable when small: 0.412, 0.003, 2.7e-05, 0."""
+    return "0" if x == 0 else (f"{x:.3f}" if x >= 1e-3 else f"{x:.1e}")
+
+
+class DecodeStepper:
+    """Plain decoding one token at a time, with the distribution each token was drawn from.
+
+    `params` may be changed between steps (the notebook's sliders do). step() returns the top
+    tokens of the warped distribution p, their probabilities, and the token chosen.
+    """
+
+    def __init__(self, target, prompt_ids, params=SamplingParams(1.0), seed=0):
+        from .generation import check_prompt
+        self.target, self.params = target, params
+        self.tokens = check_prompt(prompt_ids, 1, target.max_seq_len)
+        self.cache = target.new_cache()
+        self.generator = torch.Generator(device=target.device).manual_seed(seed)
+        self._pending = self.tokens  # tokens the target has not seen yet
+
+    @torch.inference_mode()
+    def step(self, top: int = 10) -> dict:
+        if len(self.tokens) >= self.target.max_seq_len:
+            raise ValueError("the context is full")
+        x = torch.tensor([self._pending], device=self.target.device)
+        logits = self.target(x, cache=self.cache, logits_to_keep=1).logits[0, -1]   # (V,)
+        p = warp(logits, self.params)                                               # (V,)
+        tok = int(logits.argmax()) if self.params.greedy else int(sample(p, self.generator))
+        probs, ids = p.topk(top)
+        self.tokens.append(tok)
+        self._pending = [tok]
+        return {"top_tokens": ids.tolist(), "top_probs": probs.tolist(), "token": tok,
+                "p_token": float(p[tok]), "entropy": float(-(p * p.clamp_min(1e-30).log()).sum())}
 
 
 class RoundStepper:
-    """One speculative-sampling round at a time, with everything the verifier looked at.
+    """One speculative round at a time, with everything the verifier looked at.
 
-    Runs the package's own round (speculative.draft_and_verify); `step()` returns a record:
-    the drafts, p(x) and q(x) for each, the acceptance probability min(1, p/q), how many the
-    verifier kept, the token it added, and the residual distribution at a rejection.
+    Runs the package's own round (speculative.draft_and_verify) with a draft model ("sps") or
+    prompt lookup ("pld"), greedy or sampling. gamma and params may be changed between rounds.
+    step() returns a record: for each draft x_i its p(x_i), q(x_i), the uniform u the verifier
+    drew, min(1, p/q), the target's own top choice at that position, and whether it was accepted;
+    then the token the target added (a correction after a rejection, or the bonus token) and,
+    at a rejection, the residual distribution it was drawn from. `history` keeps every record.
     """
 
-    def __init__(self, target, draft, prompt_ids, gamma=4, params=SamplingParams(1.0), seed=0):
+    def __init__(self, target, draft, prompt_ids, gamma=4, params=SamplingParams(1.0), seed=0,
+                 method="sps"):
         from .generation import check_prompt
         from .speculative import make_drafter
-        if params.greedy:
-            raise ValueError("the stepper shows sampling verification: use a temperature > 0")
         self.target, self.gamma, self.params = target, gamma, params
         self.tokens = check_prompt(prompt_ids, 1, target.max_seq_len)
-        self.drafter = make_drafter("sps", draft, target, target.max_seq_len)
+        self.prompt_len = len(self.tokens)
+        self.drafter = make_drafter(method, draft, target, target.max_seq_len)
         self.cache = target.new_cache()
         self.generator = torch.Generator(device=target.device).manual_seed(seed)
+        self.history: list[dict] = []
+        self._u = None
         if len(self.tokens) > 1:
             with torch.inference_mode():
                 target(torch.tensor([self.tokens[:-1]], device=target.device), cache=self.cache)
 
+    def _verify_and_record_u(self, drafts, q, p, generator):
+        """verify_sampling, after noting the uniforms it is about to draw (its first draw)."""
+        state = generator.get_state()
+        self._u = torch.rand(len(drafts), generator=generator, device=p.device).tolist()
+        generator.set_state(state)
+        return verify_sampling(drafts, q, p, generator)
+
     @torch.inference_mode()
     def step(self, top: int = 8) -> dict:
         from .speculative import draft_and_verify
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or self.gamma < 1:
+            raise ValueError(f"gamma must be an integer >= 1, got {self.gamma!r}")
         k = min(self.gamma, self.target.max_seq_len - len(self.tokens) - 1)
         if k < 1:
             raise ValueError("the context is full")
+        start = len(self.tokens)
+        self._u = None
         r = draft_and_verify(self.target, self.cache, self.drafter, self.tokens, k, self.params,
-                             self.generator)
-        p, n = r.p, r.n_accepted                                               # (k+1, V)
-        rows = [{"token": d, "p": float(p[i, d]), "q": float(r.q[i, d]),
-                 "accept_prob": min(1.0, float(p[i, d] / r.q[i, d])), "accepted": i < n,
-                 "checked": i <= n}  # drafts after the first rejection are never looked at
-                for i, d in enumerate(r.drafts)]
+                             self.generator, verifier=self._verify_and_record_u)
+        n, greedy = r.n_accepted, self.params.greedy
+        choices = r.logits.argmax(-1).tolist()                       # (k+1,) the target's top picks
+        rows = []
+        for i, d in enumerate(r.drafts):
+            p = 1.0 if greedy and d == choices[i] else (0.0 if greedy else float(r.p[i, d]))
+            q = 1.0 if r.q is None else float(r.q[i, d])              # a deterministic drafter: q = 1
+            rows.append({"token": d, "p": p, "q": q, "u": None if greedy else self._u[i],
+                         "accept_prob": min(1.0, p / q), "target_choice": choices[i],
+                         "accepted": i < n, "checked": i <= n})    # drafts after a rejection: unseen
         res = None
-        if n < len(r.drafts):
-            vals, ids = residual(p[n], r.q[n]).topk(top)
+        if n < len(r.drafts) and not greedy:
+            vals, ids = residual(r.p[n], r.q[n]).topk(top)
             res = {"tokens": ids.tolist(), "probs": vals.tolist()}
-        return {"drafts": rows, "n_accepted": n, "next_token": r.next_token, "residual": res,
-                "bonus": n == len(r.drafts)}
+        record = {"start": start, "last_token": self.tokens[start - 1], "drafts": rows, "n_accepted": n, "next_token": r.next_token,
+                  "bonus": n == len(r.drafts), "residual": res, "greedy": greedy,
+                  "bonus_choice": choices[len(r.drafts)]}
+        self.history.append(record)
+        return record
+
+    def run(self, max_new_tokens: int) -> list[dict]:
+        """Rounds until at least max_new_tokens new tokens (or the context is full)."""
+        while len(self.tokens) - self.prompt_len < max_new_tokens and len(self.tokens) < self.target.max_seq_len - 1:
+            self.step()
+        return self.history
+
+
+# ----------------------------------------------------------------------------- pictures
+FATE_COLORS = {"accepted": "#b7e4c7", "rejected": "#f4a6a6", "unchecked": "#e9e9e9",
+               "correction": "#ffd166", "bonus": "#a0c4ff"}
+FATE_HELP = {"accepted": "accepted draft", "rejected": "rejected draft",
+             "unchecked": "draft after a rejection (never checked)",
+             "correction": "target's correction (after a rejection)", "bonus": "bonus token (all accepted)"}
+
+
+def round_fates(record: dict) -> list[tuple[int, str]]:
+    """[(token, fate), ...] of one round, in order: its drafts, then the target's token."""
+    out = [(row["token"], "accepted" if row["accepted"] else ("rejected" if row["checked"] else "unchecked"))
+           for row in record["drafts"]]
+    return out + [(record["next_token"], "bonus" if record["bonus"] else "correction")]
+
+
+class Trace:
+    """Speculative decoding, token by token, coloured by fate; renders as HTML in a notebook."""
+
+    def __init__(self, tokenizer, prompt_ids, records, prompt_chars: int = 200):
+        self.tokenizer, self.prompt_ids, self.records = tokenizer, list(prompt_ids), records
+        self.prompt_chars = prompt_chars
+
+    def counts(self) -> dict[str, int]:
+        c = dict.fromkeys(FATE_COLORS, 0)
+        for r in self.records:
+            for _, fate in round_fates(r):
+                c[fate] += 1
+        return c
+
+    def _repr_html_(self) -> str:
+        piece = lambda t: html.escape(self.tokenizer.token_str(t)).replace("\n", "↵<br>")
+        legend = " ".join(f'<span style="background:{c};padding:0 4px">{FATE_HELP[f]}</span>'
+                          for f, c in FATE_COLORS.items())
+        prompt = self.tokenizer.decode(self.prompt_ids)[-self.prompt_chars:]
+        parts = [f'<div style="font-size:85%;margin-bottom:4px">{legend}</div>',
+                 '<div style="font-family:monospace;white-space:pre-wrap;line-height:1.7">',
+                 f'<span style="color:#888">{html.escape(prompt)}</span>']
+        for i, r in enumerate(self.records):
+            parts.append(f'<sub style="color:#999">{i + 1}</sub>')
+            for t, fate in round_fates(r):
+                strike = "text-decoration:line-through;" if fate in ("rejected", "unchecked") else ""
+                parts.append(f'<span title="{fate}" style="background:{FATE_COLORS[fate]};{strike}'
+                             f'border-radius:3px;padding:0 1px">{piece(t)}</span>')
+            parts.append('<span style="color:#bbb">|</span>')
+        return "".join(parts) + "</div>"
+
+
+def plot_round(record: dict, tokenizer, ax=None):
+    """One round as a picture: the target's input (the last token and the drafts), the output
+    row that verifies each draft, and where the correction or bonus token comes from."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+    rows, k = record["drafts"], len(record["drafts"])
+    ax = ax or plt.subplots(figsize=(1.9 * (k + 1) + 1, 3.4))[1]
+    name = lambda t: repr(tokenizer.token_str(t))[:12]
+    fates = round_fates(record)
+
+    def box(x, y, text, color, edge="#555"):
+        ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.2), 0.84, 0.4, boxstyle="round,pad=0.02",
+                                    fc=color, ec=edge))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+    for j in range(k + 1):
+        # bottom: the target's input at column j; middle: its output row p_{j+1}
+        box(j, 0, ("last token\n" + name(record["last_token"])) if j == 0 else f"draft x{j}\n" + name(rows[j - 1]["token"]),
+            "#ffffff" if j == 0 else FATE_COLORS[fates[j - 1][1]])
+        ax.annotate("", (j, 0.8), (j, 0.2), arrowprops=dict(arrowstyle="->", color="#777"))
+        top = record["bonus_choice"] if j == k else rows[j]["target_choice"]
+        box(j, 1.0, f"p{j + 1}: top {name(top)}", "#f7f7f7")
+        if j < k:  # p_{j+1} verifies draft x_{j+1} (the next column)
+            row = rows[j]
+            if not row["checked"]:
+                verdict, color = "not checked", FATE_COLORS["unchecked"]
+            elif record["greedy"]:
+                verdict, color = ("x = top: keep" if row["accepted"] else "x != top: reject",
+                                  FATE_COLORS["accepted" if row["accepted"] else "rejected"])
+            else:
+                verdict = (f"p={fmt_prob(row['p'])} q={fmt_prob(row['q'])}\nu={row['u']:.2f} "
+                           + ("< p/q: keep" if row["accepted"] else ">= p/q: reject"))
+                color = FATE_COLORS["accepted" if row["accepted"] else "rejected"]
+            box(j + 0.5, 1.8, verdict, color)
+            ax.annotate("", (j + 0.42, 1.6), (j, 1.2), arrowprops=dict(arrowstyle="->", color="#777"))
+            ax.annotate("", (j + 0.58, 1.6), (j + 1, 0.2), arrowprops=dict(arrowstyle="->", color="#bbb",
+                                                                            ls="--"))
+    n = record["n_accepted"]
+    kind = "bonus" if record["bonus"] else "correction"
+    src = "from p%d" % (n + 1) if record["bonus"] else "from norm(max(0, p%d - q%d))" % (n + 1, n + 1)
+    if record["greedy"]:
+        src = "argmax of p%d" % (n + 1)
+    x = n if record["bonus"] else n + 0.5   # above p_{k+1}, or above the rejected draft's verdict
+    box(x, 2.6, f"{kind}: {name(record['next_token'])}\n{src}", FATE_COLORS[kind])
+    ax.annotate("", (x, 2.4), (x, 1.2 if record["bonus"] else 2.0),
+                arrowprops=dict(arrowstyle="->", color="#333", lw=1.5))
+    ax.set_xlim(-0.6, k + 0.6); ax.set_ylim(-0.35, 2.9); ax.axis("off")
+    ax.set_title(f"one round: {k} drafts, {n} accepted, +1 {kind} token = {n + 1} tokens for one target pass",
+                 fontsize=9)
+    return ax

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from minispec.checks import random_model
 from minispec.model import ModelConfig, Transformer
 
 # Tiny models gain nothing from intra-op threads, and OpenMP's spinning threads make every
@@ -25,13 +26,7 @@ SMALL = ModelConfig(**{**TINY.to_dict(), "vocab_size": 16})
 def tiny_model(seed: int = 0, cfg: ModelConfig = TINY, scale: float = 4.0) -> Transformer:
     """A random tiny model; weights scaled by `scale` (4: distributions far from uniform,
     1: close to uniform, i.e. a poor draft)."""
-    torch.manual_seed(seed)
-    m = Transformer(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.mul_(scale)
-    return m.eval()
+    return random_model(cfg, seed, scale)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import SMALL, TINY, tiny_model
 from minispec import generate
-from minispec.checks import chi_square_ok, exact_distribution, verify_without_residual
+from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies, verify_without_residual
 from minispec.model import ModelConfig, Transformer
 from minispec.sampling import SamplingParams, sample
 from minispec.speculative import PromptLookupDrafter
@@ -146,20 +146,11 @@ def small():
     return target, tiny_model(3, SMALL_DRAFT, scale=1.0)
 
 
-def sequence_counts(target, prompt, params, n, n_tokens=3, **kw):
-    V = target.vocab_size
-    counts = torch.zeros((V,) * n_tokens)
-    for i in range(n):
-        counts[tuple(generate(target, prompt, n_tokens, params.temperature, params.top_k, params.top_p,
-                              seed=i, **kw).tokens)] += 1
-    return counts.flatten()
-
-
 @pytest.mark.parametrize("params", SAMPLING)
 def test_sps_sampling_matches_the_target_exactly(small, params):
     target, draft = small
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_counts(target, PROMPT, params, 3000, method="sps", drafter=draft, gamma=2)
+    counts = sequence_frequencies(target, PROMPT, params, 3000, drafter=draft, gamma=2)
     assert counts[exact == 0].sum() == 0
     assert chi_square_ok(counts, exact)
 
@@ -168,7 +159,7 @@ def test_sps_sampling_matches_the_target_exactly(small, params):
 def test_pld_sampling_matches_the_target_exactly(small, params):
     target, _ = small
     exact = exact_distribution(target, REPEATS, params, 3).flatten()
-    counts = sequence_counts(target, REPEATS, params, 3000, method="pld", gamma=2)
+    counts = sequence_frequencies(target, REPEATS, params, 3000, method="pld", gamma=2)
     assert counts[exact == 0].sum() == 0
     assert chi_square_ok(counts, exact)
 
@@ -177,8 +168,8 @@ def test_end_to_end_check_catches_a_verifier_without_residual(small):
     target, draft = small
     params = SAMPLING[0]
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_counts(target, PROMPT, params, 3000, method="sps", drafter=draft, gamma=2,
-                             verifier=verify_without_residual)
+    counts = sequence_frequencies(target, PROMPT, params, 3000, drafter=draft, gamma=2,
+                                  verifier=verify_without_residual)
     assert not chi_square_ok(counts, exact)
 
 

@@ -1,16 +1,28 @@
-"""Notebook helpers: the round stepper runs the package's own round and reports it faithfully."""
+"""Notebook helpers: the steppers run the package's own code and report it faithfully; the
+cost models compute what their formulas say."""
+import matplotlib
 import pytest
 import torch
 
 from conftest import TINY, tiny_model
+from minispec import generate
+from minispec.costs import cost_curve, expected_tokens, forward_cost, predicted_speedup, refined_speedup
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams
-from minispec.viz import RoundStepper, forward_cost, show
+from minispec.tokenizer import Tokenizer
+from minispec.viz import DecodeStepper, RoundStepper, Trace, fmt_prob, plot_round, round_fates, show
+
+matplotlib.use("Agg")
+DRAFT = ModelConfig(**{**TINY.to_dict(), "n_layers": 1})
+TOK = Tokenizer([])  # bytes only: enough to render the tiny models' ids
+
+
+def stepper(params, **kw):
+    return RoundStepper(tiny_model(0), tiny_model(1, DRAFT), [3, 1, 4, 1, 5], gamma=3, params=params, seed=0, **kw)
 
 
 def test_stepper_reports_what_the_verifier_did():
-    target, draft = tiny_model(0), tiny_model(1, ModelConfig(**{**TINY.to_dict(), "n_layers": 1}))
-    st = RoundStepper(target, draft, [3, 1, 4, 1, 5], gamma=3, params=SamplingParams(1.0), seed=0)
+    st = stepper(SamplingParams(1.0))
     for _ in range(6):
         before = len(st.tokens)
         r = st.step()
@@ -18,16 +30,75 @@ def test_stepper_reports_what_the_verifier_did():
         assert [row["accepted"] for row in r["drafts"]] == [True] * n + [False] * (len(r["drafts"]) - n)
         assert st.tokens[before:] == [row["token"] for row in r["drafts"][:n]] + [r["next_token"]]
         assert all(0 <= row["accept_prob"] <= 1 and row["q"] > 0 for row in r["drafts"])
+        for row in r["drafts"][:n + 1]:  # the uniforms shown are the ones the verifier used
+            assert row["accepted"] == (row["u"] * row["q"] < row["p"])
         assert (r["residual"] is None) == r["bonus"]
         if r["residual"]:
             assert 0 < sum(r["residual"]["probs"]) <= 1 + 1e-6
+    assert len(st.history) == 6
 
 
-def test_stepper_refuses_greedy():
-    with pytest.raises(ValueError, match="temperature"):
-        RoundStepper(tiny_model(0), tiny_model(1), [1, 2], params=SamplingParams(0.0))
+def test_greedy_stepper_reproduces_greedy_decoding_and_takes_new_settings():
+    st = stepper(SamplingParams(0.0))
+    st.step()
+    st.gamma = 1                                 # a slider moved between rounds
+    st.run(20)
+    want = generate(tiny_model(0), [3, 1, 4, 1, 5], len(st.tokens) - 5).tokens
+    assert st.tokens[5:] == want
+    assert all(len(r["drafts"]) == 1 for r in st.history[1:])
+    for r in st.history:
+        for row in r["drafts"][:r["n_accepted"]]:
+            assert row["token"] == row["target_choice"]
+    st.gamma = 0
+    with pytest.raises(ValueError, match="gamma"):
+        st.step()
 
 
-def test_forward_cost_and_show():
-    assert forward_cost(tiny_model(0), 4, context=8, repeats=2, warmup=1) > 0
+def test_trace_counts_every_token_once_and_renders():
+    st = stepper(SamplingParams(1.0))
+    records = st.run(15)
+    tr = Trace(TOK, [3, 1, 4, 1, 5], records)
+    c = tr.counts()
+    assert c["accepted"] + c["correction"] + c["bonus"] == len(st.tokens) - 5
+    assert c["correction"] == c["rejected"] and c["bonus"] + c["correction"] == len(records)
+    assert tr._repr_html_().count("<sub") == len(records)
+    assert [f for _, f in round_fates(records[0])][-1] in ("bonus", "correction")
+    plot_round(records[0], TOK)
+    plot_round(stepper(SamplingParams(0.0)).step(), TOK)
+
+
+def test_decode_stepper_follows_generate():
+    model = tiny_model(0)
+    ds = DecodeStepper(model, [3, 1, 4], SamplingParams(0.0))
+    got = [ds.step()["token"] for _ in range(8)]
+    assert got == generate(model, [3, 1, 4], 8).tokens
+    ds.params = SamplingParams(1.0, top_k=3)
+    r = ds.step(top=5)
+    assert r["token"] in r["top_tokens"][:3] and r["top_probs"][3] == 0 and 0 < r["p_token"] <= 1
+
+
+def test_fmt_prob():
+    assert [fmt_prob(x) for x in (0.0, 2.7e-5, 0.0031, 0.5)] == ["0", "2.7e-05", "0.003", "0.500"]
+
+
+def test_cost_models():
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75) and expected_tokens(1.0, 3) == 4
+    assert predicted_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
+    # verification of gamma + 1 tokens costing one step: the refined model is tau / (gamma c + 1)
+    assert refined_speedup(1.75, 2, 0.25, {1: 1.0, 3: 1.0}) == pytest.approx(1.75 / 1.5)
+    assert refined_speedup(3.0, 2, 0.0, {1: 1.0, 3: 2.0}) == pytest.approx(1.5)
+
+
+def test_forward_cost_curve_and_show():
+    model = tiny_model(0)
+    assert forward_cost(model, 4, context=8, repeats=2, warmup=1) > 0
+    curve = cost_curve(model, [1, 2], context=8, repeats=3)
+    assert curve["n"] == [1, 2] and all(lo <= m <= hi for lo, m, hi in zip(curve["min"], curve["median"], curve["max"]))
     assert "def forward_cost" in show(forward_cost).data
+
+
+def test_generation_stats_split_the_time():
+    s = generate(tiny_model(0), [3, 1, 4, 1, 5], 30, method="sps", drafter=tiny_model(1, DRAFT), gamma=3).stats
+    assert min(s.prefill_time, s.draft_time, s.target_time, s.verify_time) > 0
+    assert s.draft_time + s.target_time + s.verify_time + s.prefill_time <= s.wall_time
+    assert s.bookkeeping_time >= 0

@@ -1,0 +1,256 @@
+"""Exercises with automatic checkers, for learners and for instructors who grade them.
+
+Each checker takes the student's function, runs it on cases chosen to expose the usual
+mistakes, compares it with the package's own implementation, and returns a CheckResult that
+says pass or fail and why. Reference solutions: `minispec.solutions`.
+
+    from minispec import exercises
+    exercises.check_cached_greedy(my_greedy)            # chapter 0
+    exercises.check_rollback(my_rollback)               # chapter 0
+    exercises.check_prompt_lookup(my_lookup)            # chapter 1
+    exercises.check_verifier(my_verify)                 # chapter 1 (about 20 s on a CPU)
+
+Every check is deterministic (fixed seeds, tiny random models on the CPU), so a grade does not
+depend on the machine.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .checks import chi_square_ok, exact_distribution, random_model, sequence_frequencies
+from .model import ModelConfig
+from .sampling import SamplingParams
+
+# tiny models: a 64-token vocabulary for decoding checks, 16 tokens where 3-token
+# continuations must be enumerated exactly (16^3 outcomes)
+_TINY = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, ffn_dim=48, max_seq_len=64)
+_SMALL = ModelConfig(**{**_TINY.to_dict(), "vocab_size": 16})
+
+
+@dataclass
+class CheckResult:
+    exercise: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} [{self.exercise}] {self.message}"
+
+    def _repr_html_(self) -> str:
+        import html
+        color = "#2d6a4f" if self.passed else "#b00020"
+        return (f'<div style="border-left:4px solid {color};padding:2px 8px"><b style="color:{color}">'
+                f'{"PASS" if self.passed else "FAIL"}</b> [{self.exercise}] {html.escape(self.message)}</div>')
+
+
+class _Fail(Exception):
+    """A failed check, with the message for the student."""
+
+
+def _check(name, body) -> CheckResult:
+    try:
+        return CheckResult(name, True, body())
+    except _Fail as e:
+        return CheckResult(name, False, str(e))
+
+
+def _call(what, fn, *args):
+    """Call the student's function; an exception becomes a failed check that names it."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - any error in student code is a finding, not a crash
+        raise _Fail(f"{what} raised {type(e).__name__}: {e}") from None
+
+
+def _as_ids(x, what) -> list[int]:
+    if isinstance(x, torch.Tensor):
+        x = x.tolist()
+    if not isinstance(x, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in x):
+        raise _Fail(f"{what} must return a list of int token ids, got {type(x).__name__}: {x!r:.80}")
+    return list(x)
+
+
+# ----------------------------------------------------------------------- chapter 0
+def check_cached_greedy(fn) -> CheckResult:
+    """fn(model, prompt: list[int], n: int) -> the n greedy tokens after the prompt, computed
+    with the KV cache: one forward over the prompt, then one forward per new token."""
+    from .generation import generate
+
+    def body():
+        for seed, prompt, n in [(0, [3, 1, 4, 1, 5], 12), (1, [7], 6), (2, [2, 7, 1, 8, 2, 8, 1, 8], 1),
+                                (3, [9, 9, 9], 20)]:
+            model = random_model(_TINY, seed)
+            calls = []   # (tokens scored, cache length before) per forward pass
+
+            def spy(module, args, kwargs):
+                ids = args[0] if args else kwargs["input_ids"]
+                cache = args[1] if len(args) > 1 else kwargs.get("cache")
+                calls.append((ids.shape[-1], None if cache is None else cache.length))
+            handle = model.register_forward_pre_hook(spy, with_kwargs=True)
+            try:
+                with torch.no_grad():
+                    got = _as_ids(_call("your function", fn, model, list(prompt), n), "your function")
+            finally:
+                handle.remove()
+            want = generate(model, prompt, n).tokens
+            case = f"prompt {prompt}, n={n}"
+            if len(got) != n:
+                raise _Fail(f"{case}: returned {len(got)} tokens, expected {n} (return only the new ones)")
+            if got != want:
+                i = next(i for i in range(n) if got[i] != want[i])
+                hint = ("off by one: your tokens are the right ones shifted by a position (which logits "
+                        "predict the token after the prompt? the last row's)" if got[1:] == want[:-1] or
+                        got[:-1] == want[1:] else
+                        "the first token is right, later ones are not: after the first step feed only the "
+                        "NEW token, and keep the cache" if i > 0 else
+                        "the very first token is wrong: take the argmax of the logits at the prompt's last position")
+                raise _Fail(f"{case}: token {i} is {got[i]}, greedy decoding gives {want[i]}; {hint}")
+            if any(c is None for _, c in calls):
+                raise _Fail(f"{case}: right tokens, but the model was called without a cache "
+                            "(pass cache=model.new_cache() and reuse it)")
+            scored = sum(t for t, _ in calls)
+            if scored > len(prompt) + n:
+                raise _Fail(f"{case}: right tokens, but {scored} token positions were scored where "
+                            f"{len(prompt) + n - 1} suffice (one more is harmless): each step should score only the new token "
+                            "(recomputing the sequence makes decoding quadratic)")
+        return "cached greedy decoding matches minispec.generate and scores each token once"
+    return _check("cached greedy decoding", body)
+
+
+def check_rollback(fn) -> CheckResult:
+    """fn(cache, n_tokens: int, n_accepted: int): after a verification round, leave the cache
+    holding what the next round needs.
+
+    Before the round the sequence had n_tokens tokens and the cache held all but the last
+    (n_tokens - 1 entries). The target then scored [last token, x_1..x_k], so the cache grew by
+    k + 1. The verifier kept x_1..x_n and added one token of its own, which becomes the new last
+    token and is not in the cache.
+    """
+    def body():
+        model = random_model(_TINY, 4)
+        for L, k, n in [(5, 4, 2), (5, 4, 0), (9, 3, 3), (2, 1, 0), (7, 5, 4)]:
+            g = torch.Generator().manual_seed(L * 10 + k + n)
+            seq = torch.randint(0, _TINY.vocab_size, (L,), generator=g).tolist()
+            drafts = torch.randint(0, _TINY.vocab_size, (k,), generator=g).tolist()
+            nxt = int(torch.randint(0, _TINY.vocab_size, (1,), generator=g))
+            cache = model.new_cache()
+            with torch.no_grad():
+                if L > 1:
+                    model(torch.tensor([seq[:-1]]), cache=cache)
+                model(torch.tensor([[seq[-1], *drafts]]), cache=cache)
+            _call("your function", fn, cache, L, n)
+            case = f"{L} tokens, {k} drafts, {n} accepted"
+            want = L + n
+            if cache.length != want:
+                hint = {want + 1: "you kept the entry of x_{n+1}, the draft that was rejected",
+                        want - 1: "you dropped one entry too many: the last token and the accepted drafts "
+                                  "all stay, only the new last token is missing",
+                        L + k: "the cache was not rolled back: the rejected drafts are still in it"}.get(
+                            cache.length, "count: n_tokens - 1 entries before, + the last token, + n accepted drafts")
+                raise _Fail(f"{case}: the cache holds {cache.length} entries, the next round needs {want}; {hint}")
+            with torch.no_grad():
+                cached = model(torch.tensor([[nxt]]), cache=cache).logits[0, -1]
+                fresh = model(torch.tensor([seq + drafts[:n] + [nxt]])).logits[0, -1]
+            if not torch.allclose(cached, fresh, atol=1e-4):
+                raise _Fail(f"{case}: the length is right but the cache's contents are not those of "
+                            "the accepted tokens (roll back; do not move or overwrite entries)")
+        return "the cache holds exactly the accepted prefix after every round"
+    return _check("KV-cache rollback", body)
+
+
+# ----------------------------------------------------------------------- chapter 1
+def check_prompt_lookup(fn) -> CheckResult:
+    """fn(tokens: list[int], k: int, max_ngram: int, min_ngram: int) -> up to k draft tokens:
+    what followed the LATEST earlier occurrence of the last n tokens, trying n from max_ngram
+    down to min_ngram; [] when nothing matches."""
+    from .speculative import PromptLookupDrafter
+
+    cases = [([1, 2, 3, 9, 9, 1, 2, 3, 7, 7, 2, 3], 3, 3, 1), ([1, 2, 3, 4], 2, 3, 1), ([4, 5, 4], 5, 3, 1),
+             ([5, 6, 1, 7, 8, 5, 6, 2, 9, 1, 5, 6], 2, 3, 1), ([1, 2, 8, 3, 1, 2, 9, 0, 2], 4, 3, 1),
+             ([3, 3, 3, 3], 3, 2, 1), ([7, 1, 2, 7, 1, 2], 2, 2, 2), ([9], 3, 3, 1)]
+    rng = random.Random(0)
+    for _ in range(300):
+        cases.append(([rng.randrange(4) for _ in range(rng.randrange(1, 25))], rng.randrange(1, 6),
+                      rng.randrange(1, 4), 1))
+
+    def body():
+        for tokens, k, hi, lo in cases:
+            want = PromptLookupDrafter(100, hi, lo).lookup(tokens, k)
+            got = _as_ids(_call(f"lookup({tokens}, k={k})", fn, list(tokens), k, hi, lo), "your function")
+            if got == want:
+                continue
+            case = f"tokens {tokens}, k={k}, max_ngram={hi}, min_ngram={lo}"
+            if len(got) > k:
+                hint = f"propose at most k={k} tokens"
+            elif not want:
+                hint = ("nothing should match here (the last n tokens themselves are not an earlier "
+                        "occurrence)" if got else "")
+            elif not got:
+                hint = "there is a match: look at every earlier start position, not only some"
+            else:
+                hint = ("for each n, take the LATEST earlier occurrence, and try long n-grams before "
+                        "short ones; the continuation may run up to the end of the context")
+            raise _Fail(f"{case}: got {got}, expected {want}. {hint}".rstrip(". ") + ".")
+        return f"prompt lookup matches minispec on {len(cases)} cases"
+    return _check("prompt lookup", body)
+
+
+def _pair(fn, drafts, q, p, g):
+    out = _call("your verifier", fn, list(drafts), q, p, g)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _Fail(f"the verifier must return (n_accepted, next_token), got {out!r:.80}")
+    n, nxt = (int(v) if isinstance(v, torch.Tensor) else v for v in out)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, nxt)):
+        raise _Fail(f"n_accepted and next_token must be ints, got {out!r:.80}")
+    if not 0 <= n <= len(drafts) or not 0 <= nxt < p.shape[-1]:
+        raise _Fail(f"got n_accepted={n}, next_token={nxt} for {len(drafts)} drafts and {p.shape[-1]} tokens")
+    return n, nxt
+
+
+def check_verifier(fn, n_samples: int = 3000) -> CheckResult:
+    """fn(drafts: list[int], q: (k, V), p: (k+1, V), generator) -> (n_accepted, next_token),
+    the speculative-sampling rule. Checked on whole 3-token generations (two drafts per round,
+    so later positions, the residual and the bonus token all count) against the target's exact
+    distribution, with a poor draft (many rejections) and a perfect one (every round ends with
+    the bonus token)."""
+    def body():
+        # 1. the interface and the deterministic corners
+        V = 16
+        one_hot = torch.eye(V)
+        g = torch.Generator().manual_seed(0)
+        n, nxt = _pair(fn, [3, 5], one_hot[[3, 5]], one_hot[[3, 5, 7]], g)
+        if (n, nxt) != (2, 7):
+            raise _Fail(f"p = q = one-hot at the drafts [3, 5]: both must be accepted and the bonus token "
+                        f"is 7 (the only token of p_3); got n_accepted={n}, next_token={nxt}")
+        n, nxt = _pair(fn, [3, 5], one_hot[[3, 5]], one_hot[[3, 6, 7]], g)
+        if (n, nxt) != (1, 6):
+            raise _Fail(f"drafts [3, 5] where p puts all mass on 3 then 6: accept 3, reject 5 and emit 6 "
+                        f"from the residual; got n_accepted={n}, next_token={nxt}")
+        # 2. the distribution of whole generations
+        target = random_model(_SMALL, 2)
+        with torch.no_grad():
+            target.lm_head.weight.mul_(3.0)  # concentrated enough for the test to have power
+        prompt, params = [3, 14, 15, 9, 2, 6], SamplingParams(1.0)
+        exact = exact_distribution(target, prompt, params, 3).flatten()
+        for draft, what in [(random_model(ModelConfig(**{**_SMALL.to_dict(), "n_layers": 1}), 3, scale=1.0),
+                             "a poor draft (rejections at every position)"),
+                            (target, "a perfect draft (q = p: every draft accepted, then the bonus token)")]:
+            counts = sequence_frequencies(target, prompt, params, n_samples, drafter=draft, gamma=2,
+                                          verifier=lambda d, q, p, gen: _pair(fn, d, q, p, gen))
+            impossible = int(counts[exact == 0].sum())
+            if impossible:
+                raise _Fail(f"with {what}: {impossible} generations contain a token the target gives "
+                            "probability 0")
+            if not chi_square_ok(counts, exact):
+                raise _Fail(f"with {what}: the 3-token outputs do not follow the target's distribution "
+                            f"(chi-square test over {n_samples} generations). Check: accept with "
+                            "probability min(1, p/q); at the first rejection sample norm(max(0, p - q)); "
+                            "after all k are accepted sample the bonus token from p[k]")
+        return f"3-token generations follow the target's exact distribution ({2 * n_samples} samples)"
+    return _check("speculative sampling verifier", body)

@@ -1,0 +1,53 @@
+"""Reference solutions of the exercises that have checkers (minispec.exercises).
+
+Written the way a student would write them, from the chapter's text, one step at a time; the
+package's own versions (minispec.generation, minispec.speculative, minispec.verify) are the
+same rules written for speed. Each passes its checker:
+
+    from minispec import exercises, solutions
+    exercises.check_verifier(solutions.verify)
+"""
+from __future__ import annotations
+
+import torch
+
+
+def cached_greedy(model, prompt: list[int], n: int) -> list[int]:
+    """Chapter 0: greedy decoding with the KV cache."""
+    cache = model.new_cache()
+    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]   # the whole prompt once
+    out = []
+    for _ in range(n):
+        token = int(logits.argmax())
+        out.append(token)
+        logits = model(torch.tensor([[token]]), cache=cache).logits[0, -1]  # then one token a step
+    return out
+
+
+def rollback(cache, n_tokens: int, n_accepted: int) -> None:
+    """Chapter 0: keep the n_tokens - 1 old entries, the last token's and the accepted drafts'."""
+    cache.rollback(n_tokens - 1 + 1 + n_accepted)
+
+
+def prompt_lookup(tokens: list[int], k: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+    """Chapter 1: the continuation of the latest earlier occurrence of the last n tokens."""
+    for n in range(max_ngram, min_ngram - 1, -1):
+        if n >= len(tokens):
+            continue  # an earlier occurrence needs at least one token before the suffix
+        suffix = tokens[-n:]
+        for start in reversed(range(len(tokens) - n)):
+            if tokens[start:start + n] == suffix:
+                return tokens[start + n:start + n + k]
+    return []
+
+
+def verify(drafts: list[int], q: torch.Tensor, p: torch.Tensor, generator=None):
+    """Chapter 1: speculative sampling. q (k, V), p (k+1, V). Returns (n_accepted, next_token)."""
+    for i, x in enumerate(drafts):
+        u = float(torch.rand(1, generator=generator, device=p.device))
+        if u < min(1.0, float(p[i, x] / q[i, x])):
+            continue                                        # accepted: look at the next draft
+        r = torch.clamp(p[i] - q[i], min=0)                 # rejected: the residual
+        r = r / r.sum() if r.sum() > 0 else p[i]
+        return i, int(torch.multinomial(r, 1, generator=generator))
+    return len(drafts), int(torch.multinomial(p[len(drafts)], 1, generator=generator))  # bonus

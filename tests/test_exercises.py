@@ -1,0 +1,162 @@
+"""The exercise checkers: each passes its reference solution and fails the typical wrong answers,
+with a message that points at the mistake."""
+import pytest
+import torch
+
+from minispec import exercises, solutions
+from minispec.sampling import sample
+
+
+# ------------------------------------------------------------------ cached greedy decoding
+def greedy_without_cache(model, prompt, n):
+    seq = list(prompt)
+    for _ in range(n):
+        seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    return seq[len(prompt):]
+
+
+def greedy_refeeding_everything(model, prompt, n):
+    """Keeps a cache but feeds the whole sequence each step: entries are duplicated."""
+    cache, seq = model.new_cache(), list(prompt)
+    for _ in range(n):
+        seq.append(int(model(torch.tensor([seq[-len(prompt):]]), cache=cache).logits[0, -1].argmax()))
+    return seq[len(prompt):]
+
+
+def greedy_off_by_one(model, prompt, n):
+    """Takes the prediction of the second-to-last prompt position first."""
+    cache = model.new_cache()
+    logits = model(torch.tensor([prompt]), cache=cache).logits[0]
+    out = [int(logits[max(len(prompt) - 2, 0)].argmax())]
+    while len(out) < n:
+        out.append(int(model(torch.tensor([[out[-1]]]), cache=cache).logits[0, -1].argmax()))
+    return out
+
+
+def test_cached_greedy_checker():
+    assert exercises.check_cached_greedy(solutions.cached_greedy)
+    r = exercises.check_cached_greedy(greedy_without_cache)
+    assert not r and "without a cache" in r.message
+    r = exercises.check_cached_greedy(greedy_refeeding_everything)
+    assert not r
+    r = exercises.check_cached_greedy(greedy_off_by_one)
+    assert not r and "token 0" in r.message
+
+
+# ------------------------------------------------------------------ KV-cache rollback
+@pytest.mark.parametrize("wrong, words", [
+    (lambda cache, L, n: cache.rollback(L + n + 1), "rejected"),
+    (lambda cache, L, n: cache.rollback(L + n - 1), "too many"),
+    (lambda cache, L, n: None, "not rolled back"),
+    # the right length, but x_2..x_{n+1} kept in place of x_1..x_n
+    (lambda cache, L, n: cache.compact([L - 1, *range(L + 1, min(L + n + 1, cache.length))], start=L - 1)
+     if L + n < cache.length else cache.rollback(L + n), "contents"),
+])
+def test_rollback_checker(wrong, words):
+    assert exercises.check_rollback(solutions.rollback)
+    r = exercises.check_rollback(wrong)
+    assert not r and words in r.message, r
+
+
+# ------------------------------------------------------------------ prompt lookup
+def lookup_earliest(tokens, k, max_ngram=3, min_ngram=1):
+    for n in range(max_ngram, min_ngram - 1, -1):
+        if n < len(tokens):
+            for start in range(len(tokens) - n):
+                if tokens[start:start + n] == tokens[-n:]:
+                    return tokens[start + n:start + n + k]
+    return []
+
+
+def lookup_with_self_match(tokens, k, max_ngram=3, min_ngram=1):
+    for n in range(max_ngram, min_ngram - 1, -1):
+        for start in range(len(tokens) - n, -1, -1):  # includes the suffix itself: proposes nothing useful
+            if start >= 0 and tokens[start:start + n] == tokens[-n:]:
+                return tokens[start + n:start + n + k]
+    return []
+
+
+def lookup_shortest_first(tokens, k, max_ngram=3, min_ngram=1):
+    for n in range(min_ngram, max_ngram + 1):
+        if n < len(tokens):
+            for start in range(len(tokens) - n - 1, -1, -1):
+                if tokens[start:start + n] == tokens[-n:]:
+                    return tokens[start + n:start + n + k]
+    return []
+
+
+def test_prompt_lookup_checker():
+    assert exercises.check_prompt_lookup(solutions.prompt_lookup)
+    for wrong in (lookup_earliest, lookup_with_self_match, lookup_shortest_first):
+        r = exercises.check_prompt_lookup(wrong)
+        assert not r and "expected" in r.message, wrong.__name__
+
+
+# ------------------------------------------------------------------ the verifier
+def verify_residual_unnormalised(drafts, q, p, generator=None):
+    """Inverse-CDF sampling from max(0, p - q) without dividing by its sum: the missing mass
+    falls on the last token."""
+    for i, x in enumerate(drafts):
+        if torch.rand(1, generator=generator) * q[i, x] >= p[i, x]:
+            r = (p[i] - q[i]).clamp(min=0)
+            u = torch.rand(1, generator=generator)
+            return i, min(int(torch.searchsorted(r.cumsum(0), u)), p.shape[-1] - 1)
+    return len(drafts), int(sample(p[len(drafts)], generator))
+
+
+def verify_bonus_from_wrong_row(drafts, q, p, generator=None):
+    """The bonus token drawn from p[k-1] (the last draft's row) instead of p[k]."""
+    for i, x in enumerate(drafts):
+        if torch.rand(1, generator=generator) * q[i, x] >= p[i, x]:
+            return i, int(sample(solutions_residual(p[i], q[i]), generator))
+    return len(drafts), int(sample(p[max(len(drafts) - 1, 0)], generator))
+
+
+def verify_inverted_ratio(drafts, q, p, generator=None):
+    """Accepts with probability min(1, q/p)."""
+    for i, x in enumerate(drafts):
+        if torch.rand(1, generator=generator) * p[i, x] >= q[i, x]:
+            return i, int(sample(solutions_residual(p[i], q[i]), generator))
+    return len(drafts), int(sample(p[len(drafts)], generator))
+
+
+def verify_without_residual(drafts, q, p, generator=None):
+    for i, x in enumerate(drafts):
+        if torch.rand(1, generator=generator) * q[i, x] >= p[i, x]:
+            return i, int(sample(p[i], generator))
+    return len(drafts), int(sample(p[len(drafts)], generator))
+
+
+def solutions_residual(p, q):
+    r = (p - q).clamp(min=0)
+    return r / r.sum() if r.sum() > 0 else p
+
+
+def test_verifier_checker_passes_the_solution_and_the_package():
+    from minispec.verify import verify_sampling
+    assert exercises.check_verifier(solutions.verify)
+    assert exercises.check_verifier(verify_sampling)
+
+
+def right_on_one_hot_inputs(wrong):
+    """Behaves like the solution when p and q are one-hot (the checker's deterministic corner
+    cases), like `wrong` otherwise: only the distribution test can catch it."""
+    def verifier(drafts, q, p, generator=None):
+        one_hot = bool((p.max(-1).values == 1).all()) and bool((q.max(-1).values == 1).all())
+        return (solutions.verify if one_hot else wrong)(drafts, q, p, generator)
+    return verifier
+
+
+@pytest.mark.parametrize("wrong", [verify_residual_unnormalised, verify_bonus_from_wrong_row,
+                                   verify_inverted_ratio, verify_without_residual])
+def test_verifier_checker_catches_wrong_verifiers_by_their_distribution(wrong):
+    r = exercises.check_verifier(right_on_one_hot_inputs(wrong))
+    assert not r, wrong.__name__
+    assert "distribution" in r.message and "FAIL" in repr(r)
+
+
+def test_verifier_checker_reports_a_crash_and_a_bad_return():
+    r = exercises.check_verifier(lambda d, q, p, g: 1 / 0)
+    assert not r and "ZeroDivisionError" in r.message
+    r = exercises.check_verifier(lambda d, q, p, g: len(d))
+    assert not r and "(n_accepted, next_token)" in r.message
