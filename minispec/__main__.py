@@ -13,11 +13,17 @@ def cmd_data(args):
 
 
 def cmd_train(args):
+    from pathlib import Path
     from .device import default_device
-    from .train import preset, train
+    from .train import preset, record_one_layer_losses, train
     model_cfg, cfg = preset(args.model, args.steps)
-    train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=args.out,
+    out = args.out or (Path("runs") / "baseline" / "model" if args.model == "baseline" else None)
+    train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=out,
           device=default_device(args.device), command="python -m minispec " + " ".join(sys.argv[1:]))
+    if args.model in ("draft", "baseline") and args.out is None:
+        table = record_one_layer_losses()
+        if table:
+            print("recorded in data/target/manifest.json: the one-layer models' validation losses")
 
 
 def _load(args):
@@ -149,7 +155,8 @@ def main(argv=None):
     s.add_argument("--keep-tokenizer", action="store_true", help="keep data/tokenizer.json")
     s.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("train", help="train a preset model (target or draft)")
+    s = sub.add_parser("train", help="train a preset model: target, draft, or baseline (the draft's shape "
+                                     "on the data alone, the yardstick of the target's losses)")
     s.add_argument("model", choices=["target", "draft", "baseline"])
     s.add_argument("--steps", type=int, help="override the preset's number of steps")
     s.add_argument("--run-dir", help="training state folder (default runs/<model>)")

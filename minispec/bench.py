@@ -80,7 +80,10 @@ def run_bench(target, tokenizer, methods, drafters=None, method_options=None, do
                       "acceptance_per_pos": [round(a, 4) for a in st.acceptance_per_pos],
                       "acceptance_rate": round(st.acceptance_rate, 4),
                       "lossless": lossless, "new_tokens": st.new_tokens, "wall_time": round(st.wall_time, 3),
-                      "target_calls": st.target_calls}
+                      "target_calls": st.target_calls, "steps": len(st.accept_lengths),
+                      "time_split": {k: round(v, 4) for k, v in (
+                          ("prefill", st.prefill_time), ("draft", st.draft_time), ("target", st.target_time),
+                          ("verify", st.verify_time), ("bookkeeping", st.bookkeeping_time))}}
         summary["methods"][m] = per
     if out_dir is not None:
         out_dir = Path(out_dir)

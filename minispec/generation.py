@@ -97,8 +97,13 @@ def autoregressive(target, prompt: list[int], max_new_tokens: int, params: Sampl
     cache = target.new_cache(len(prompt) + max_new_tokens)
     x = torch.tensor([prompt], device=target.device)                  # (1, P)
     out = []
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
+        t0 = time.perf_counter()
         logits = target(x, cache=cache, logits_to_keep=1).logits[0, -1]  # (V,)
+        if i:
+            stats.target_time += time.perf_counter() - t0
+        else:
+            stats.prefill_time = time.perf_counter() - t0
         stats.target_calls += 1
         tok = next_token(logits, params, generator)                   # () int64
         out.append(tok)

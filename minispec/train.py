@@ -87,13 +87,14 @@ def lm_loss(model: Transformer, batch: torch.Tensor, teacher: Transformer | None
 def evaluate(model: Transformer, cfg: TrainConfig, tokens: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Mean next-token loss per domain over evenly spaced windows (deterministic)."""
     tokens = tokens or {d: load_tokens(d, "val") for d in DOMAINS}
+    was_training = model.training
     model.eval()
     out = {}
     for d, ids in tokens.items():
         starts = np.linspace(0, len(ids) - cfg.seq_len - 2, cfg.eval_windows).astype(np.int64)
         batch = torch.from_numpy(np.stack([ids[s:s + cfg.seq_len + 1] for s in starts]).astype(np.int64))
         out[d] = round(float(lm_loss(model, batch.to(model.device))), 4)
-    model.train()
+    model.train(was_training)
     return out
 
 
@@ -187,3 +188,25 @@ def preset(name: str, steps: int | None = None) -> tuple[ModelConfig, TrainConfi
         raise ValueError(f"unknown model {name!r}; presets: {sorted(PRESETS)}")
     model_cfg, cfg = PRESETS[name]
     return model_cfg, (replace(cfg, steps=steps) if steps else cfg)
+
+
+def record_one_layer_losses(target_dir=None, draft_dir=None, baseline_dir=None) -> dict | None:
+    """Write into the target's manifest the validation losses of the two one-layer models it is
+    measured against: the distilled draft and the same shape trained on the data alone (the
+    `baseline` preset, same number of steps). Returns the entry, or None if one is missing."""
+    import json
+    from .checkpoint import MANIFEST, read_manifest
+    target_dir = Path(target_dir or DATA_DIR / "target")
+    draft_dir = Path(draft_dir or DATA_DIR / "draft")
+    baseline_dir = Path(baseline_dir or Path("runs") / "baseline" / "model")
+    try:
+        draft, baseline = read_manifest(draft_dir), read_manifest(baseline_dir)
+    except (ValueError, FileNotFoundError):
+        return None
+    info = read_manifest(target_dir)
+    info["val_loss_one_layer"] = {
+        "distilled_draft": draft["val_loss"], "data_only": baseline["val_loss"],
+        "steps": baseline["training"]["config"]["steps"],
+        "command": "python -m minispec train baseline  # not shipped: only its losses are kept"}
+    atomic_write(target_dir / MANIFEST, lambda p: Path(p).write_text(json.dumps(info, indent=1) + "\n"))
+    return info["val_loss_one_layer"]

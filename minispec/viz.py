@@ -62,7 +62,8 @@ class RoundStepper:
     Runs the package's own round (speculative.draft_and_verify) with a draft model ("sps") or
     prompt lookup ("pld"), greedy or sampling. gamma and params may be changed between rounds.
     step() returns a record: for each draft x_i its p(x_i), q(x_i), the uniform u the verifier
-    drew, min(1, p/q), the target's own top choice at that position, and whether it was accepted;
+    drew, min(1, p/q), the overlap sum_x min(p_i, q_i) (the chance that a draft from q_i is
+    accepted), the target's own top choice at that position, and whether it was accepted;
     then the token the target added (a correction after a rejection, or the bonus token) and,
     at a rejection, the residual distribution it was drawn from. `history` keeps every record.
     """
@@ -108,7 +109,8 @@ class RoundStepper:
         for i, d in enumerate(r.drafts):
             p = 1.0 if greedy and d == choices[i] else (0.0 if greedy else float(r.p[i, d]))
             q = 1.0 if r.q is None else float(r.q[i, d])              # a deterministic drafter: q = 1
-            rows.append({"token": d, "p": p, "q": q, "u": None if greedy else self._u[i],
+            overlap = None if greedy else float(torch.minimum(r.p[i], r.q[i]).sum())
+            rows.append({"token": d, "p": p, "q": q, "u": None if greedy else self._u[i], "overlap": overlap,
                          "accept_prob": min(1.0, p / q), "target_choice": choices[i],
                          "accepted": i < n, "checked": i <= n})    # drafts after a rejection: unseen
         res = None
@@ -156,6 +158,9 @@ class Trace:
             for _, fate in round_fates(r):
                 c[fate] += 1
         return c
+
+    def __repr__(self) -> str:
+        return f"Trace of {len(self.records)} rounds: " + ", ".join(f"{v} {k}" for k, v in self.counts().items())
 
     def _repr_html_(self) -> str:
         piece = lambda t: html.escape(self.tokenizer.token_str(t)).replace("\n", "↵<br>")
