@@ -101,7 +101,7 @@ def _gammas(text, methods):
 def _bench_kwargs(args):
     return dict(domains=args.domains.split(",") if args.domains else None, limit=args.limit,
                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, seed=args.seed)
+                top_p=args.top_p, seed=args.seed, repeats=args.repeats)
 
 
 def cmd_bench(args):
@@ -183,6 +183,7 @@ def main(argv=None):
     s.add_argument("--limit", type=int, help="prompts per domain (default: all)")
     s.add_argument("--out", default="results/bench")
     s.add_argument("--gamma", help="draft tokens per round: N for every method, or sps=4,pld=6")
+    s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     _sampling_args(s)
     s.set_defaults(func=cmd_bench)
 
@@ -192,6 +193,7 @@ def main(argv=None):
     s.add_argument("--domains")
     s.add_argument("--limit", type=int, default=5)
     s.add_argument("--out", default="results/gamma_sweep.json")
+    s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     _sampling_args(s)
     s.set_defaults(func=cmd_sweep)
 

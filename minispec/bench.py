@@ -3,15 +3,19 @@
     python -m minispec bench --methods ar,sps,pld --out results/
 
 Methods take turns prompt by prompt (so drift of the machine hits all of them alike), after
-one untimed warm-up generation each. Writes DIR/summary.json (per method and domain:
+one untimed warm-up generation each; with `--repeats N` every generation is timed N times and
+each prompt counts with its median. The summary records the thread settings and the load
+average, and warns when another process was loading the machine. Writes DIR/summary.json (per method and domain:
 tokens_per_s, speedup over `ar` of the same run, mean_acceptance_length tau,
 acceptance_per_pos, lossless) and DIR/answers/<method>.jsonl in Spec-Bench's answer format.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,22 +27,29 @@ from .stats import GenerationStats
 
 def run_bench(target, tokenizer, methods, drafters=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
-              top_k: int = 0, top_p: float = 1.0, seed: int = 0, out_dir=None, progress=True) -> dict:
+              top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
+              progress=True) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafters:       method -> drafter object (e.g. {"sps": draft_model})
     method_options: method -> extra options for generate (e.g. {"sps": {"gamma": 4}})
+    repeats:        time every generation this many times (same seed, so the same tokens); each
+                    prompt counts with its median run, and the summary gives the range over
+                    repeats, so that one noisy repeat cannot mislead.
     """
     from tqdm.auto import tqdm
     methods = list(dict.fromkeys(["ar", *methods]))  # ar is the baseline of every ratio
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; choose from {METHODS}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     drafters, method_options = drafters or {}, method_options or {}
     questions = load_prompts(domains=domains, limit=limit)
     if not questions:
         raise ValueError("no prompts selected")
     eos = tokenizer.eot_id
+    load_before = _load_average()
 
     def run(method, ids, seed):
         return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
@@ -48,34 +59,54 @@ def run_bench(target, tokenizer, methods, drafters=None, method_options=None, do
     for m in methods:  # warm-up: first calls pay for allocation and kernel selection
         run(m, first, seed)
     totals = {m: {d: GenerationStats() for d in DOMAINS} for m in methods}
+    walls = {m: {d: [0.0] * repeats for d in DOMAINS} for m in methods}  # [r]: wall time of repeat r
     answers = {m: [] for m in methods}
     outputs = {m: {} for m in methods}
     for q in tqdm(questions, desc="bench", disable=not progress):
-        ids = tokenizer.encode(q["turns"][0])
+        ids, d = tokenizer.encode(q["turns"][0]), q["category"]
+        gens = {m: [] for m in methods}
+        for _ in range(repeats):          # methods take turns within each repeat
+            for m in methods:
+                gens[m].append(run(m, ids, seed + q["question_id"]))
         for m in methods:
-            g = run(m, ids, seed + q["question_id"])
-            totals[m][q["category"]] = totals[m][q["category"]].merge(g.stats)
+            for r, gr in enumerate(gens[m]):
+                walls[m][d][r] += gr.stats.wall_time
+            g = sorted(gens[m], key=lambda gr: gr.stats.wall_time)[(repeats - 1) // 2]  # the median run
+            totals[m][d] = totals[m][d].merge(g.stats)
             outputs[m][q["question_id"]] = g.tokens
-            answers[m].append({"question_id": q["question_id"], "category": q["category"], "model_id": m,
+            answers[m].append({"question_id": q["question_id"], "category": d, "model_id": m,
                                "choices": [{"index": 0, "turns": [tokenizer.decode(g.tokens)],
                                             "new_tokens": [g.stats.new_tokens],
                                             "wall_time": [round(g.stats.wall_time, 5)],
                                             "accept_lengths": [g.stats.accept_lengths]}],
                                "tstamp": time.time()})
     used = [d for d in DOMAINS if any(q["category"] == d for q in questions)]
+    load_after = _load_average()
     summary = {"device": str(target.device), "torch": torch.__version__, "python": platform.python_version(),
+               "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+               "cpu_count": os.cpu_count(), "load_average": [load_before, load_after],
                "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens,
-               "seed": seed, "prompts_per_domain": {d: sum(q["category"] == d for q in questions) for d in used},
+               "seed": seed, "repeats": repeats,
+               "prompts_per_domain": {d: sum(q["category"] == d for q in questions) for d in used},
                "method_options": method_options, "methods": {}}
+    if max(load_before, load_after) > (os.cpu_count() or 1):
+        warnings.warn(f"the machine was busy during the benchmark (load average {max(load_before, load_after):.1f} "
+                      f"on {os.cpu_count()} cores): timings are not trustworthy; tau and lossless are")
     for m in methods:
         per = {}
         for d in used + ["all"]:
-            st = totals[m][d] if d != "all" else _sum(totals[m][x] for x in used)
-            base = totals["ar"][d] if d != "all" else _sum(totals["ar"][x] for x in used)
-            qids = [q["question_id"] for q in questions if d == "all" or q["category"] == d]
+            ds = used if d == "all" else [d]
+            st, base = _sum(totals[m][x] for x in ds), _sum(totals["ar"][x] for x in ds)
+            # tokens/s of each repeat, and its speedup over ar's same repeat: the spread
+            tps_r = [st.new_tokens / sum(walls[m][x][r] for x in ds) for r in range(repeats)]
+            base_r = [base.new_tokens / sum(walls["ar"][x][r] for x in ds) for r in range(repeats)]
+            spd_r = [a / b for a, b in zip(tps_r, base_r)]
+            qids = [q["question_id"] for q in questions if q["category"] in ds]
             lossless = None if temperature > 0 else all(outputs[m][i] == outputs["ar"][i] for i in qids)
             per[d] = {"tokens_per_s": round(st.tokens_per_s, 2),
                       "speedup": round(st.tokens_per_s / base.tokens_per_s, 3) if base.tokens_per_s else None,
+                      "tokens_per_s_range": [round(min(tps_r), 2), round(max(tps_r), 2)],
+                      "speedup_range": [round(min(spd_r), 3), round(max(spd_r), 3)],
                       "mean_acceptance_length": round(st.mean_acceptance_length, 3),
                       "acceptance_per_pos": [round(a, 4) for a in st.acceptance_per_pos],
                       "acceptance_rate": round(st.acceptance_rate, 4),
@@ -96,6 +127,14 @@ def run_bench(target, tokenizer, methods, drafters=None, method_options=None, do
     return summary
 
 
+def _load_average() -> float:
+    """The 1-minute load average (0 where the system does not report one)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def _sum(stats) -> GenerationStats:
     total = GenerationStats()
     for s in stats:
@@ -104,13 +143,17 @@ def _sum(stats) -> GenerationStats:
 
 
 def format_summary(summary: dict) -> str:
-    """A plain-text table of the summary."""
-    lines = [f"device {summary['device']}, torch {summary['torch']}, temperature {summary['temperature']}, "
-             f"max_new_tokens {summary['max_new_tokens']}",
-             f"{'method':8s} {'domain':12s} {'tok/s':>8s} {'speedup':>8s} {'tau':>6s} {'lossless':>9s}"]
+    """A plain-text table of the summary (with the range over repeats when there were several)."""
+    rep = summary.get("repeats", 1)
+    lines = [f"device {summary['device']}, torch {summary['torch']}, {summary.get('threads', '?')} thread(s), "
+             f"temperature {summary['temperature']}, max_new_tokens {summary['max_new_tokens']}"
+             + (f", median of {rep} repeats" if rep > 1 else ""),
+             f"{'method':8s} {'domain':12s} {'tok/s':>8s} {'speedup':>8s} "
+             + (f"{'(range)':>13s} " if rep > 1 else "") + f"{'tau':>6s} {'lossless':>9s}"]
     for m, per in summary["methods"].items():
         for d, r in per.items():
-            lines.append(f"{m:8s} {d:12s} {r['tokens_per_s']:8.1f} {r['speedup'] or 0:8.2f} "
+            spread = (f"{r['speedup_range'][0]:5.2f}-{r['speedup_range'][1]:<5.2f}   " if rep > 1 else "")
+            lines.append(f"{m:8s} {d:12s} {r['tokens_per_s']:8.1f} {r['speedup'] or 0:8.2f} {spread}"
                          f"{r['mean_acceptance_length']:6.2f} {str(r['lossless']):>9s}")
     return "\n".join(lines)
 

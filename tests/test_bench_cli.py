@@ -92,3 +92,28 @@ def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shippe
                                  drafter=draft if method == "sps" else None, gamma=4)
         assert spec.tokens == ar, f"question {q['question_id']}"
         assert spec.stats.mean_acceptance_length > 1.0 or spec.stats.num_drafts == 0
+
+
+def test_repeats_report_the_median_run_and_the_spread(shipped, monkeypatch):
+    """Planted wall times: the median run counts, the range spans the repeats."""
+    import minispec.bench as bench
+    target, _, tok = shipped
+    times = iter([9.0, 9.0, 1.0, 0.5, 0.3, 0.1, 0.1, 1.0])  # warm-up ar, pld; then 3 repeats of ar, pld
+    real = bench.generate
+
+    def fake(*a, **kw):
+        g = real(*a, **kw)
+        g.stats.wall_time = next(times)
+        return g
+    monkeypatch.setattr(bench, "generate", fake)
+    s = run_bench(target, tok, ["pld"], domains=["math"], limit=1, max_new_tokens=6, repeats=3,
+                  progress=False)
+    ar, pld = s["methods"]["ar"]["math"], s["methods"]["pld"]["math"]
+    n = ar["new_tokens"]
+    assert s["repeats"] == 3 and ar["wall_time"] == 0.3 and pld["wall_time"] == 0.5   # the median runs
+    assert ar["tokens_per_s_range"] == [round(n / 1.0, 2), round(n / 0.1, 2)]
+    assert pld["speedup"] == round(0.3 / 0.5, 3)
+    assert pld["speedup_range"] == [round(0.1 / 1.0, 3), round(0.3 / 0.1, 3)]       # per repeat: 2.0, 3.0, 0.1
+    assert s["threads"] >= 1 and len(s["load_average"]) == 2
+    with pytest.raises(ValueError, match="repeats"):
+        run_bench(target, tok, ["ar"], limit=1, repeats=0, progress=False)
