@@ -44,6 +44,9 @@ def cmd_generate(args):
     target, tok = _load(args)
     prompt = (args.prompt.encode("latin-1", "backslashreplace").decode("unicode_escape")
               if args.escapes else args.prompt)
+    if args.gamma is not None and args.method == "ar":
+        raise ValueError("--gamma sets the draft length of a speculative method (sps, pld); "
+                         "method ar drafts nothing")
     options = _gammas(None if args.gamma is None else str(args.gamma), [args.method]).get(args.method, {})
     g = generate(target, tok.encode(prompt), args.max_new_tokens, args.temperature, args.top_k,
                  args.top_p, seed=args.seed, eos_id=tok.eot_id, method=args.method,
@@ -110,7 +113,7 @@ def cmd_bench(args):
     methods = args.methods.split(",")
     summary = run_bench(target, tok, methods, drafters=_drafters(methods, target),
                         method_options=_gammas(args.gamma, methods), out_dir=args.out, **_bench_kwargs(args))
-    print(format_summary(summary))
+    print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 
 
@@ -184,6 +187,7 @@ def main(argv=None):
     s.add_argument("--out", default="results/bench")
     s.add_argument("--gamma", help="draft tokens per round: N for every method, or sps=4,pld=6")
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
+    s.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     _sampling_args(s)
     s.set_defaults(func=cmd_bench)
 

@@ -142,20 +142,26 @@ def _sum(stats) -> GenerationStats:
     return total
 
 
-def format_summary(summary: dict) -> str:
-    """A plain-text table of the summary (with the range over repeats when there were several)."""
+def format_summary(summary: dict, markdown: bool = False) -> str:
+    """A plain-text (or Markdown) table of the summary, with the speedup's range over repeats
+    when there were several."""
     rep = summary.get("repeats", 1)
-    lines = [f"device {summary['device']}, torch {summary['torch']}, {summary.get('threads', '?')} thread(s), "
-             f"temperature {summary['temperature']}, max_new_tokens {summary['max_new_tokens']}"
-             + (f", median of {rep} repeats" if rep > 1 else ""),
-             f"{'method':8s} {'domain':12s} {'tok/s':>8s} {'speedup':>8s} "
-             + (f"{'(range)':>13s} " if rep > 1 else "") + f"{'tau':>6s} {'lossless':>9s}"]
+    head = (f"device {summary['device']}, torch {summary['torch']}, {summary.get('threads', '?')} thread(s), "
+            f"temperature {summary['temperature']}, max_new_tokens {summary['max_new_tokens']}"
+            + (f", median of {rep} repeats" if rep > 1 else ""))
+    cols = ["method", "domain", "tokens/s", "speedup"] + (["speedup range"] if rep > 1 else []) + ["tau", "lossless"]
+    rows = []
     for m, per in summary["methods"].items():
         for d, r in per.items():
-            spread = (f"{r['speedup_range'][0]:5.2f}-{r['speedup_range'][1]:<5.2f}   " if rep > 1 else "")
-            lines.append(f"{m:8s} {d:12s} {r['tokens_per_s']:8.1f} {r['speedup'] or 0:8.2f} {spread}"
-                         f"{r['mean_acceptance_length']:6.2f} {str(r['lossless']):>9s}")
-    return "\n".join(lines)
+            rng = [f"{r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}"] if rep > 1 else []
+            rows.append([m, d, f"{r['tokens_per_s']:.1f}", f"{r['speedup'] or 0:.2f}x", *rng,
+                         f"{r['mean_acceptance_length']:.2f}", str(r["lossless"])])
+    if markdown:
+        return "\n".join([head + ":", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                         + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    fmt = lambda row: "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    return "\n".join([head, fmt(cols)] + [fmt(row) for row in rows])
 
 
 def gamma_sweep(target, tokenizer, methods, gammas, drafters=None, out_path=None, cost_repeats: int = 30,

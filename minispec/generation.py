@@ -6,6 +6,7 @@ a token. Later chapters add methods that pair a drafter with a verifier.
 """
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -36,8 +37,8 @@ def check_prompt(prompt_ids, max_new_tokens: int, context: int) -> list[int]:
             raise ValueError(f"prompt_ids must be one sequence (batch size 1), got shape "
                              f"{tuple(prompt_ids.shape)}")
         prompt_ids = prompt_ids.tolist()
-    if any(isinstance(t, (bool, float)) for t in prompt_ids):
-        raise ValueError("prompt_ids must be integer token ids")
+    if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt_ids):
+        raise ValueError("prompt_ids must be integer token ids (a float or bool is not a token id)")
     prompt_ids = [int(t) for t in prompt_ids]
     if not prompt_ids:
         raise ValueError("the prompt is empty: give at least one token")
@@ -65,7 +66,8 @@ def generate(target, prompt_ids, max_new_tokens: int = 128, temperature: float =
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     generator = make_generator(seed, target.device)
-    if eos_id is not None and (isinstance(eos_id, bool) or not 0 <= eos_id < target.vocab_size):
+    if eos_id is not None and (not isinstance(eos_id, numbers.Integral) or isinstance(eos_id, bool)
+                               or not 0 <= eos_id < target.vocab_size):
         raise ValueError(f"eos_id must be a token id in [0, {target.vocab_size}), got {eos_id!r}")
     if method == "ar":
         if drafter is not None or method_options:

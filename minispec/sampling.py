@@ -7,9 +7,14 @@ Hugging Face uses). temperature == 0 means greedy: argmax, no randomness.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
+
+
+# Below this, (logits - max) / temperature overflows float32 for ordinary logit gaps.
+MIN_TEMPERATURE = 1e-30
 
 
 @dataclass(frozen=True)
@@ -20,11 +25,15 @@ class SamplingParams:
 
     def __post_init__(self):
         t, k, p = self.temperature, self.top_k, self.top_p
-        if not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        number = lambda x: isinstance(x, numbers.Real) and not isinstance(x, bool)
+        if not number(t) or not math.isfinite(t) or t < 0:
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        if 0 < t < MIN_TEMPERATURE:  # logits / t would overflow (and t itself underflows float32)
+            raise ValueError(f"temperature {t!r} is too small to compute with; use 0 for greedy decoding "
+                             f"or at least {MIN_TEMPERATURE}")
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {k!r}")
-        if not isinstance(p, (int, float)) or not (0 < p <= 1):
+        if not number(p) or not (0 < p <= 1):
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {p!r}")
 
     @property
@@ -72,6 +81,8 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator=None) -> 
 def make_generator(seed: int | None, device) -> torch.Generator | None:
     if seed is None:
         return None
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g

@@ -89,7 +89,8 @@ class PromptLookupDrafter:
 
 
 def make_drafter(method: str, drafter, target, max_len: int, max_ngram: int = 3, min_ngram: int = 1):
-    """The drafter for `method`, checked against the target; max_len = positions it must hold."""
+    """The drafter for `method`, checked against the target. max_len: the longest the sequence
+    gets (prompt + max_new_tokens); a draft model never needs its last position."""
     if method == "pld":
         if drafter is not None:
             raise ValueError("method 'pld' needs no drafter: it drafts from the context itself")
@@ -109,7 +110,7 @@ def make_drafter(method: str, drafter, target, max_len: int, max_ngram: int = 3,
                              f"this request ({max_len - 1} tokens)")
         if drafter.device != target.device:
             raise ValueError(f"the draft is on {drafter.device}, the target on {target.device}")
-        return DraftModelDrafter(drafter, max_len)
+        return DraftModelDrafter(drafter, max_len - 1)
     raise ValueError(f"unknown speculative method {method!r}")
 
 
@@ -150,16 +151,18 @@ def draft_and_verify(target, cache, drafter, tokens: list[int], k: int, params: 
 
 
 def speculative_generate(target, prompt: list[int], max_new_tokens: int, params: SamplingParams,
-                         generator, eos_id, method: str, drafter=None, gamma: int = 4,
+                         generator, eos_id, method: str, drafter=None, gamma: int | None = None,
                          max_ngram: int = 3, min_ngram: int = 1, verifier=verify_sampling):
     """Draft-then-verify rounds until max_new_tokens or eos_id. Returns (tokens, stats).
 
     Invariant: the target's cache holds every token but the last one (which is fed, with
     the drafts, at the start of the next round).
     """
+    gamma = DEFAULT_GAMMA[method] if gamma is None and method in DEFAULT_GAMMA else gamma
     if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
         raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
-    max_len = len(prompt) + max_new_tokens + gamma + 1
+    # Rounds never draft past max_new_tokens, so the caches need the final length, whatever gamma.
+    max_len = len(prompt) + max_new_tokens
     drafter = make_drafter(method, drafter, target, max_len, max_ngram, min_ngram)
     stats = GenerationStats()
     cache = target.new_cache(max_len)

@@ -75,6 +75,8 @@ def test_cli_generate_prints_text_and_speed():
     (["--prompt", "x", "--max-new-tokens", "0"], "max_new_tokens"),
     (["--prompt", "x " * 600], "context"),
     (["--prompt", "x", "--method", "sps", "--gamma", "0"], "gamma"),
+    (["--prompt", "x", "--gamma", "3"], "method ar drafts nothing"),     # not silently ignored
+    (["--prompt", "x", "--temperature", "1e-300"], "too small"),
 ])
 def test_cli_bad_input_is_one_clear_line(args, message):
     r = cli("generate", *args)

@@ -1,4 +1,5 @@
 """Plain decoding, the baseline: greedy correctness, sampling distribution, stopping, errors."""
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,16 @@ def test_sampling_matches_exact_two_token_distribution(params):
     (PROMPT, {"top_k": -3}, "top_k"),
     ([TINY.vocab_size + 5], {}, "vocabulary"),
     (PROMPT, {"method": "magic"}, "unknown method"),
+    (PROMPT, {"temperature": 1e-300}, "too small"),         # underflows float32: would give NaN
+    (PROMPT, {"temperature": True}, "temperature"),         # a bool is not a temperature
+    (PROMPT, {"top_p": True}, "top_p"),
+    (PROMPT, {"temperature": 1.0, "seed": 1.5}, "seed"),    # not a raw torch error
+    (PROMPT, {"temperature": 1.0, "seed": -1}, "seed"),
+    (PROMPT, {"eos_id": 2.5}, "eos_id"),                    # would never match
+    (PROMPT, {"eos_id": True}, "eos_id"),
+    (np.array([1.7, 2.2], dtype=np.float32), {}, "integer token ids"),   # not truncated to [1, 2]
+    ([1.0, 2.0], {}, "integer token ids"),
+    (torch.tensor([1.5, 2.0]), {}, "integer token ids"),
 ])
 def test_bad_input_gets_a_clear_error(model, prompt, kwargs, message):
     kwargs = {"max_new_tokens": 4, **kwargs}
@@ -76,3 +87,13 @@ def test_bad_input_gets_a_clear_error(model, prompt, kwargs, message):
 def test_batched_prompts_are_refused(model):
     with pytest.raises(ValueError, match="batch size 1"):
         generate(model, torch.zeros(2, 3, dtype=torch.long), 4)
+
+
+def test_numpy_integer_prompts_and_ids_are_accepted(model):
+    want = generate(model, PROMPT, 5).tokens
+    assert generate(model, np.array(PROMPT, dtype=np.int64), 5).tokens == want
+    assert generate(model, PROMPT, 5, eos_id=np.int64(want[2])).tokens == want[:3]
+
+
+def test_the_smallest_temperature_allowed_still_samples(model):
+    assert len(generate(model, PROMPT, 5, temperature=1e-30, seed=0).tokens) == 5

@@ -224,3 +224,26 @@ def test_draft_with_another_tokenizer_is_refused(target, draft):
             generate(target, PROMPT, 5, method="sps", drafter=draft)
     finally:
         del target.tokenizer_sha256, draft.tokenizer_sha256
+
+
+def test_a_request_filling_the_context_works_for_every_method(target, draft):
+    """The caches hold prompt + max_new_tokens whatever gamma is: the draft needs one position
+    fewer than the sequence, so a request ar accepts, sps and pld accept too."""
+    n = TINY.max_seq_len - len(PROMPT)
+    ar = generate(target, PROMPT, n).tokens
+    assert generate(target, PROMPT, n, method="sps", drafter=draft, gamma=4).tokens == ar
+    assert generate(target, PROMPT, n, method="pld", gamma=4).tokens == ar
+
+
+def test_a_huge_gamma_is_clamped_not_allocated(target, draft):
+    ar = generate(target, PROMPT, 12).tokens
+    assert generate(target, PROMPT, 12, method="sps", drafter=draft, gamma=10**6).tokens == ar
+    assert generate(target, PROMPT, 12, method="pld", gamma=10**9).tokens == ar
+
+
+def test_default_gamma_is_the_documented_one(target, draft):
+    from minispec.speculative import DEFAULT_GAMMA
+    for method, kw in (("sps", {"drafter": draft}), ("pld", {})):
+        a = generate(target, REPEATS, 20, method=method, **kw).stats
+        b = generate(target, REPEATS, 20, method=method, gamma=DEFAULT_GAMMA[method], **kw).stats
+        assert a.accept_lengths == b.accept_lengths and a.num_draft_tokens == b.num_draft_tokens
