@@ -135,8 +135,9 @@ def cmd_sweep(args):
 def cmd_export_hf(args):
     from . import load_tokenizer
     from .checkpoint import load_pretrained
+    from .data import DATA_DIR
     from .hf import export_hf
-    model = load_pretrained(args.model, "cpu")
+    model = load_pretrained(args.model or DATA_DIR / "target", "cpu")
     export_hf(model, args.out, eos_token_id=load_tokenizer().eot_id)
     print(f"wrote {args.out}/config.json and model.safetensors (Hugging Face Llama format)")
 
@@ -202,7 +203,7 @@ def main(argv=None):
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("export-hf", help="export a model folder to the Hugging Face Llama format")
-    s.add_argument("--model", default="data/target")
+    s.add_argument("--model", help="a model folder (default: the shipped target, wherever minispec is installed)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_export_hf)
 

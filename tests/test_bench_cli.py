@@ -119,3 +119,11 @@ def test_repeats_report_the_median_run_and_the_spread(shipped, monkeypatch):
     assert s["threads"] >= 1 and len(s["load_average"]) == 2
     with pytest.raises(ValueError, match="repeats"):
         run_bench(target, tok, ["ar"], limit=1, repeats=0, progress=False)
+
+
+def test_cli_export_hf_works_outside_the_checkout(tmp_path):
+    """The default model is found through the package, not the working directory."""
+    r = subprocess.run([sys.executable, "-m", "minispec", "export-hf", "--out", str(tmp_path / "hf")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "hf" / "model.safetensors").exists()
