@@ -23,7 +23,7 @@ from .verify import verify_greedy, verify_sampling
 
 
 # gamma per method, chosen by `python -m minispec sweep` on the shipped models (chapter 1)
-DEFAULT_GAMMA = {"sps": 4, "pld": 5}
+DEFAULT_GAMMA = {"sps": 2, "pld": 6}
 
 
 class DraftModelDrafter:
