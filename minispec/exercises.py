@@ -15,6 +15,7 @@ depend on the machine.
 """
 from __future__ import annotations
 
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -70,10 +71,12 @@ def _call(what, fn, *args):
 
 def _as_ids(x, what) -> list[int]:
     if isinstance(x, torch.Tensor):
-        x = x.tolist()
-    if not isinstance(x, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in x):
+        x = x.flatten().tolist()
+    if isinstance(x, (list, tuple)):
+        x = [int(t) if isinstance(t, torch.Tensor) and t.numel() == 1 and not t.is_floating_point() else t for t in x]
+    if not isinstance(x, (list, tuple)) or not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in x):
         raise _Fail(f"{what} must return a list of int token ids, got {type(x).__name__}: {x!r:.80}")
-    return list(x)
+    return [int(t) for t in x]
 
 
 # ----------------------------------------------------------------------- chapter 0
@@ -105,12 +108,15 @@ def check_cached_greedy(fn) -> CheckResult:
             if got != want:
                 i = next(i for i in range(n) if got[i] != want[i])
                 hint = ("off by one: your tokens are the right ones shifted by a position (which logits "
-                        "predict the token after the prompt? the last row's)" if got[1:] == want[:-1] or
-                        got[:-1] == want[1:] else
+                        "predict the token after the prompt? the last row's)" if n > 1 and (
+                            got[1:] == want[:-1] or got[:-1] == want[1:]) else
                         "the first token is right, later ones are not: after the first step feed only the "
                         "NEW token, and keep the cache" if i > 0 else
                         "the very first token is wrong: take the argmax of the logits at the prompt's last position")
                 raise _Fail(f"{case}: token {i} is {got[i]}, greedy decoding gives {want[i]}; {hint}")
+            if not calls:
+                raise _Fail(f"{case}: right tokens, but the model was never called as model(ids, cache=...): "
+                            "call the model itself (not model.forward), so the check can see the cache at work")
             if any(c is None for _, c in calls):
                 raise _Fail(f"{case}: right tokens, but the model was called without a cache "
                             "(pass cache=model.new_cache() and reuse it)")
@@ -173,11 +179,13 @@ def check_prompt_lookup(fn) -> CheckResult:
 
     cases = [([1, 2, 3, 9, 9, 1, 2, 3, 7, 7, 2, 3], 3, 3, 1), ([1, 2, 3, 4], 2, 3, 1), ([4, 5, 4], 5, 3, 1),
              ([5, 6, 1, 7, 8, 5, 6, 2, 9, 1, 5, 6], 2, 3, 1), ([1, 2, 8, 3, 1, 2, 9, 0, 2], 4, 3, 1),
-             ([3, 3, 3, 3], 3, 2, 1), ([7, 1, 2, 7, 1, 2], 2, 2, 2), ([9], 3, 3, 1)]
+             ([3, 3, 3, 3], 3, 2, 1), ([7, 1, 2, 7, 1, 2], 2, 2, 2), ([9], 3, 3, 1),
+             ([1, 2, 3, 5, 3], 2, 3, 2), ([4, 1, 9, 1], 3, 2, 2)]          # no match of length >= min_ngram
     rng = random.Random(0)
     for _ in range(300):
+        hi = rng.randrange(1, 4)
         cases.append(([rng.randrange(4) for _ in range(rng.randrange(1, 25))], rng.randrange(1, 6),
-                      rng.randrange(1, 4), 1))
+                      hi, rng.randrange(1, hi + 1)))
 
     def body():
         for tokens, k, hi, lo in cases:
@@ -189,8 +197,8 @@ def check_prompt_lookup(fn) -> CheckResult:
             if len(got) > k:
                 hint = f"propose at most k={k} tokens"
             elif not want:
-                hint = ("nothing should match here (the last n tokens themselves are not an earlier "
-                        "occurrence)" if got else "")
+                hint = ("nothing should match here: n-grams shorter than min_ngram do not count, and the "
+                        "last n tokens themselves are not an earlier occurrence")
             elif not got:
                 hint = "there is a match: look at every earlier start position, not only some"
             else:
@@ -232,7 +240,27 @@ def check_verifier(fn, n_samples: int = 3000) -> CheckResult:
         if (n, nxt) != (1, 6):
             raise _Fail(f"drafts [3, 5] where p puts all mass on 3 then 6: accept 3, reject 5 and emit 6 "
                         f"from the residual; got n_accepted={n}, next_token={nxt}")
-        # 2. the distribution of whole generations
+        # 2. a context-free target and draft (the same p and q at every position): then the tokens a
+        #    round emits, continued by plain sampling from p, must be independent draws from p. Cheap
+        #    (no model), so many samples: catches mistakes at later drafts (e.g. one u for all drafts).
+        g = torch.Generator().manual_seed(1)
+        pv = torch.tensor([0.30, 0.25, 0.20, 0.12, 0.08, 0.05])
+        qv = torch.tensor([0.10, 0.15, 0.40, 0.05, 0.20, 0.10])
+        k, trials = 3, 30_000
+        counts = torch.zeros(6, 6, 6)
+        for _ in range(trials):
+            drafts = torch.multinomial(qv, k, replacement=True, generator=g).tolist()
+            n, nxt = _pair(fn, drafts, qv.expand(k, 6), pv.expand(k + 1, 6), g)
+            out = drafts[:n] + [nxt]
+            while len(out) < 3:
+                out.append(int(torch.multinomial(pv, 1, generator=g)))
+            counts[tuple(out[:3])] += 1
+        exact3 = pv[:, None, None] * pv[None, :, None] * pv[None, None, :]
+        if not chi_square_ok(counts, exact3):
+            raise _Fail("with the same p and q at every position, the first three emitted tokens should be "
+                        f"independent draws from p; over {trials} rounds their distribution is not that. Check: a fresh u for "
+                        "every draft, min(1, p/q) of THAT draft's row, stop at the first rejection")
+        # 3. the distribution of whole generations
         target = random_model(_SMALL, 2)
         with torch.no_grad():
             target.lm_head.weight.mul_(3.0)  # concentrated enough for the test to have power

@@ -104,6 +104,7 @@ def autoregressive(target, prompt: list[int], max_new_tokens: int, params: Sampl
         logits = target(x, cache=cache, logits_to_keep=1).logits[0, -1]  # (V,)
         if i:
             stats.target_time += time.perf_counter() - t0
+            stats.accept_lengths.append(1)   # one token per step after the prefill
         else:
             stats.prefill_time = time.perf_counter() - t0
         stats.target_calls += 1

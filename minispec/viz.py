@@ -118,7 +118,7 @@ class RoundStepper:
             vals, ids = residual(r.p[n], r.q[n]).topk(top)
             res = {"tokens": ids.tolist(), "probs": vals.tolist()}
         record = {"start": start, "last_token": self.tokens[start - 1], "drafts": rows, "n_accepted": n, "next_token": r.next_token,
-                  "bonus": n == len(r.drafts), "residual": res, "greedy": greedy,
+                  "bonus": 0 < n == len(r.drafts), "residual": res, "greedy": greedy,
                   "bonus_choice": choices[len(r.drafts)]}
         self.history.append(record)
         return record
@@ -132,17 +132,19 @@ class RoundStepper:
 
 # ----------------------------------------------------------------------------- pictures
 FATE_COLORS = {"accepted": "#b7e4c7", "rejected": "#f4a6a6", "unchecked": "#e9e9e9",
-               "correction": "#ffd166", "bonus": "#a0c4ff"}
+               "correction": "#ffd166", "bonus": "#a0c4ff", "plain": "#ffffff"}
 FATE_HELP = {"accepted": "accepted draft", "rejected": "rejected draft",
              "unchecked": "draft after a rejection (never checked)",
-             "correction": "target's correction (after a rejection)", "bonus": "bonus token (all accepted)"}
+             "correction": "target's correction (after a rejection)", "bonus": "bonus token (all accepted)",
+             "plain": "target's token, nothing drafted"}
 
 
 def round_fates(record: dict) -> list[tuple[int, str]]:
     """[(token, fate), ...] of one round, in order: its drafts, then the target's token."""
     out = [(row["token"], "accepted" if row["accepted"] else ("rejected" if row["checked"] else "unchecked"))
            for row in record["drafts"]]
-    return out + [(record["next_token"], "bonus" if record["bonus"] else "correction")]
+    last = "bonus" if record["bonus"] else ("correction" if record["drafts"] else "plain")
+    return out + [(record["next_token"], last)]
 
 
 class Trace:
@@ -218,13 +220,13 @@ def plot_round(record: dict, tokenizer, ax=None):
             ax.annotate("", (j + 0.58, 1.6), (j + 1, 0.2), arrowprops=dict(arrowstyle="->", color="#bbb",
                                                                             ls="--"))
     n = record["n_accepted"]
-    kind = "bonus" if record["bonus"] else "correction"
-    src = "from p%d" % (n + 1) if record["bonus"] else "from norm(max(0, p%d - q%d))" % (n + 1, n + 1)
+    kind = fates[-1][1]                       # bonus, correction, or plain (nothing drafted)
+    src = "from norm(max(0, p%d - q%d))" % (n + 1, n + 1) if kind == "correction" else "from p%d" % (n + 1)
     if record["greedy"]:
         src = "argmax of p%d" % (n + 1)
-    x = n if record["bonus"] else n + 0.5   # above p_{k+1}, or above the rejected draft's verdict
+    x = n if kind != "correction" else n + 0.5   # above p_{k+1}, or above the rejected draft's verdict
     box(x, 2.6, f"{kind}: {name(record['next_token'])}\n{src}", FATE_COLORS[kind])
-    ax.annotate("", (x, 2.4), (x, 1.2 if record["bonus"] else 2.0),
+    ax.annotate("", (x, 2.4), (x, 2.0 if kind == "correction" else 1.2),
                 arrowprops=dict(arrowstyle="->", color="#333", lw=1.5))
     ax.set_xlim(-0.6, k + 0.6); ax.set_ylim(-0.35, 2.9); ax.axis("off")
     ax.set_title(f"one round: {k} drafts, {n} accepted, +1 {kind} token = {n + 1} tokens for one target pass",

@@ -87,17 +87,20 @@ def test_cli_bad_input_is_one_clear_line(args, message):
 @pytest.mark.parametrize("method", ["sps", "pld"])
 def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, method):
     target, draft, tok = shipped
+    accepted = 0
     for q in minispec.load_prompts():
         ids = tok.encode(q["turns"][0])
         ar = minispec.generate(target, ids, 32, eos_id=tok.eot_id).tokens
         spec = minispec.generate(target, ids, 32, eos_id=tok.eot_id, method=method,
                                  drafter=draft if method == "sps" else None, gamma=4)
         assert spec.tokens == ar, f"question {q['question_id']}"
-        assert spec.stats.mean_acceptance_length > 1.0 or spec.stats.num_drafts == 0
+        accepted += spec.stats.num_accepted_tokens
+    assert accepted > 0  # the drafts were really checked, not all skipped
 
 
 def test_repeats_report_the_median_run_and_the_spread(shipped, monkeypatch):
-    """Planted wall times: the median run counts, the range spans the repeats."""
+    """Planted wall times: the median repeat is the headline, the range spans the repeats, and
+    each prompt's answer keeps its median run."""
     import minispec.bench as bench
     target, _, tok = shipped
     times = iter([9.0, 9.0, 1.0, 0.5, 0.3, 0.1, 0.1, 1.0])  # warm-up ar, pld; then 3 repeats of ar, pld
@@ -114,8 +117,9 @@ def test_repeats_report_the_median_run_and_the_spread(shipped, monkeypatch):
     n = ar["new_tokens"]
     assert s["repeats"] == 3 and ar["wall_time"] == 0.3 and pld["wall_time"] == 0.5   # the median runs
     assert ar["tokens_per_s_range"] == [round(n / 1.0, 2), round(n / 0.1, 2)]
-    assert pld["speedup"] == round(0.3 / 0.5, 3)
+    assert ar["tokens_per_s"] == round(n / 0.3, 2)                                   # the median repeat
     assert pld["speedup_range"] == [round(0.1 / 1.0, 3), round(0.3 / 0.1, 3)]       # per repeat: 2.0, 3.0, 0.1
+    assert pld["speedup"] == 2.0                                                    # their median
     assert s["threads"] >= 1 and len(s["load_average"]) == 2
     with pytest.raises(ValueError, match="repeats"):
         run_bench(target, tok, ["ar"], limit=1, repeats=0, progress=False)

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from minispec import exercises, solutions
+from minispec.checks import verify_without_residual
+from minispec.verify import residual
 from minispec.sampling import sample
 
 
@@ -41,6 +43,10 @@ def test_cached_greedy_checker():
     assert not r
     r = exercises.check_cached_greedy(greedy_off_by_one)
     assert not r and "token 0" in r.message
+    as_tensors = lambda model, prompt, n: [torch.tensor(t) for t in solutions.cached_greedy(model, prompt, n)]
+    assert exercises.check_cached_greedy(as_tensors)            # 0-d tensors are token ids too
+    r = exercises.check_cached_greedy(lambda model, prompt, n: greedy_without_cache(model.forward, prompt, n))
+    assert not r and "never called" in r.message
 
 
 # ------------------------------------------------------------------ KV-cache rollback
@@ -85,9 +91,13 @@ def lookup_shortest_first(tokens, k, max_ngram=3, min_ngram=1):
     return []
 
 
+def lookup_ignoring_min_ngram(tokens, k, max_ngram=3, min_ngram=1):
+    return solutions.prompt_lookup(tokens, k, max_ngram, 1)
+
+
 def test_prompt_lookup_checker():
     assert exercises.check_prompt_lookup(solutions.prompt_lookup)
-    for wrong in (lookup_earliest, lookup_with_self_match, lookup_shortest_first):
+    for wrong in (lookup_earliest, lookup_with_self_match, lookup_shortest_first, lookup_ignoring_min_ngram):
         r = exercises.check_prompt_lookup(wrong)
         assert not r and "expected" in r.message, wrong.__name__
 
@@ -108,7 +118,7 @@ def verify_bonus_from_wrong_row(drafts, q, p, generator=None):
     """The bonus token drawn from p[k-1] (the last draft's row) instead of p[k]."""
     for i, x in enumerate(drafts):
         if torch.rand(1, generator=generator) * q[i, x] >= p[i, x]:
-            return i, int(sample(solutions_residual(p[i], q[i]), generator))
+            return i, int(sample(residual(p[i], q[i]), generator))
     return len(drafts), int(sample(p[max(len(drafts) - 1, 0)], generator))
 
 
@@ -116,20 +126,17 @@ def verify_inverted_ratio(drafts, q, p, generator=None):
     """Accepts with probability min(1, q/p)."""
     for i, x in enumerate(drafts):
         if torch.rand(1, generator=generator) * p[i, x] >= q[i, x]:
-            return i, int(sample(solutions_residual(p[i], q[i]), generator))
+            return i, int(sample(residual(p[i], q[i]), generator))
     return len(drafts), int(sample(p[len(drafts)], generator))
 
 
-def verify_without_residual(drafts, q, p, generator=None):
+def verify_one_u_for_all_drafts(drafts, q, p, generator=None):
+    """Draws a single uniform and reuses it for every draft: acceptances become correlated."""
+    u = torch.rand(1, generator=generator)
     for i, x in enumerate(drafts):
-        if torch.rand(1, generator=generator) * q[i, x] >= p[i, x]:
-            return i, int(sample(p[i], generator))
+        if u * q[i, x] >= p[i, x]:
+            return i, int(sample(residual(p[i], q[i]), generator))
     return len(drafts), int(sample(p[len(drafts)], generator))
-
-
-def solutions_residual(p, q):
-    r = (p - q).clamp(min=0)
-    return r / r.sum() if r.sum() > 0 else p
 
 
 def test_verifier_checker_passes_the_solution_and_the_package():
@@ -148,7 +155,7 @@ def right_on_one_hot_inputs(wrong):
 
 
 @pytest.mark.parametrize("wrong", [verify_residual_unnormalised, verify_bonus_from_wrong_row,
-                                   verify_inverted_ratio, verify_without_residual])
+                                   verify_inverted_ratio, verify_without_residual, verify_one_u_for_all_drafts])
 def test_verifier_checker_catches_wrong_verifiers_by_their_distribution(wrong):
     r = exercises.check_verifier(right_on_one_hot_inputs(wrong))
     assert not r, wrong.__name__

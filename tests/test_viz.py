@@ -60,7 +60,7 @@ def test_trace_counts_every_token_once_and_renders():
     tr = Trace(TOK, [3, 1, 4, 1, 5], records)
     c = tr.counts()
     assert c["accepted"] + c["correction"] + c["bonus"] == len(st.tokens) - 5
-    assert c["correction"] == c["rejected"] and c["bonus"] + c["correction"] == len(records)
+    assert c["correction"] == c["rejected"] and c["bonus"] + c["correction"] + c["plain"] == len(records)
     assert tr._repr_html_().count("<sub") == len(records)
     assert [f for _, f in round_fates(records[0])][-1] in ("bonus", "correction")
     plot_round(records[0], TOK)
@@ -102,3 +102,10 @@ def test_generation_stats_split_the_time():
     assert min(s.prefill_time, s.draft_time, s.target_time, s.verify_time) > 0
     assert s.draft_time + s.target_time + s.verify_time + s.prefill_time <= s.wall_time
     assert s.bookkeeping_time >= 0
+
+
+def test_a_round_with_nothing_drafted_is_a_plain_step():
+    st = RoundStepper(tiny_model(0), None, [1, 2, 3, 4], gamma=3, params=SamplingParams(0.0), method="pld")
+    r = st.step()                                   # no earlier occurrence of the last token
+    assert r["drafts"] == [] and not r["bonus"] and round_fates(r)[-1][1] == "plain"
+    plot_round(r, TOK)
