@@ -1,0 +1,132 @@
+"""Every chapter runs in a real JupyterLab, in a real (headless) Chromium, widgets included.
+
+For each notebooks/NN_*.ipynb: a JupyterLab server (free port, token, no browser of its own)
+serves a copy of the notebook without outputs; Playwright opens it, runs Run > Run All Cells and
+checks that no cell shows an error, that every widget output renders as a widget (not a text
+fallback, "Loading widget..." or a model-not-found message; tqdm progress bars included), and
+that one interaction with each widget of WIDGETS changes its output as the chapter says.
+Screenshots go to $MINISPEC_BROWSER_ARTIFACTS (default test-artifacts/browser/).
+
+Marked `browser`: deselect with `-m "not browser"`. Skipped, with how to install it, where no
+Chromium is found ($MINISPEC_CHROMIUM names one explicitly). Check any notebook by hand with
+`python tests/test_browser.py path/to/NN_name.ipynb` (its file name picks its WIDGETS entry).
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from labdriver import (INSTALL_HINT, Click, Expect, Lab, Slide, Widget, check_notebook, find_chromium,  # noqa: E402
+                       launch_chromium, shows_coloured_html, shows_image, shows_line_starting, shows_text)
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _drafts_listed(n):
+    """The round table lists n drafts: the lines between its header and its 'next token' line."""
+    def check(out):
+        lines = out["text"].splitlines()
+        head = [i for i, ln in enumerate(lines) if "min(1,p/q)" in ln]
+        nxt = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("next token")]
+        return bool(head and nxt) and nxt[0] - head[0] - 1 == n
+    return check
+
+
+# notebook -> its interactive widgets: name, the descriptions of its controls (all must render),
+# one interaction, and what its output must then show. A new chapter adds one entry (an empty list
+# if it has no widget); progress bars need no entry, they are checked for rendering anyway.
+WIDGETS = {
+    "00_target_and_decoding.ipynb": [
+        Widget("decoding explorer",
+               controls=("prompt", "temperature", "top_k (0=off)", "top_p", "next token", "restart"),
+               interact=(Slide("temperature", 0.0), Click("next token")),
+               expect=(shows_image("a bar chart of the next-token distribution"),
+                       shows_text("\u2502", "the text so far ('prompt\u2502generated')"))),
+    ],
+    "01_speculative_sampling.ipynb": [
+        Widget("round stepper",
+               controls=("prompt", "gamma", "temperature", "next round", "restart"),
+               interact=(Slide("gamma", 2), Click("next round")),
+               expect=(shows_text("min(1,p/q)", "the round's table (header with 'min(1,p/q)')"),
+                       shows_line_starting("next token", "a line starting 'next token'"),
+                       Expect("2 drafts in the table (gamma moved to 2)", _drafts_listed(2)),
+                       shows_coloured_html("the coloured trace (HTML spans)"))),
+    ],
+}
+
+
+def artifacts_dir() -> Path:
+    return Path(os.environ.get("MINISPEC_BROWSER_ARTIFACTS", ROOT / "test-artifacts" / "browser"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright is not installed: pip install -e '.[test]'")
+    executable = find_chromium()
+    if executable is None:
+        named = os.environ.get("MINISPEC_CHROMIUM")
+        pytest.skip((f"MINISPEC_CHROMIUM={named} is not an executable: " if named else "no Chromium found: ")
+                    + INSTALL_HINT)
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw, executable)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    home = tmp_path_factory.mktemp("jupyterlab")
+    with Lab(home / "root", home) as server:
+        yield server
+
+
+def run_check(lab, browser, notebook: Path):
+    """The core: check one notebook (any path; its file name picks its WIDGETS entry)."""
+    report = check_notebook(lab, browser, notebook, WIDGETS[notebook.name], artifacts_dir())
+    (artifacts_dir() / f"{notebook.stem}.json").write_text(json.dumps(
+        {"problems": report.problems, "seconds": report.seconds, "widget_cells": report.widget_cells,
+         "console": report.console[-50:]}, indent=1))
+    return report
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_chapter_runs_in_jupyterlab(browser, lab, notebook):
+    assert notebook.name in WIDGETS, (
+        f"{notebook.name} has no entry in WIDGETS in tests/test_browser.py: add one that lists its widgets "
+        f"(an empty list if it has none)")
+    report = run_check(lab, browser, notebook)
+    print(f"{notebook.name}: seconds {report.seconds}; widget outputs in cells {report.widget_cells}; "
+          f"screenshots {[str(p) for p in report.screenshots]}")
+    assert not report.problems, (f"{notebook.name} in JupyterLab ({len(report.problems)} problems; screenshots in "
+                                 f"{artifacts_dir()}):\n" + "\n".join(report.problems))
+
+
+if __name__ == "__main__":   # python tests/test_browser.py NOTEBOOK...: the same check, by hand
+    import tempfile
+    from playwright.sync_api import sync_playwright
+    executable = find_chromium() or sys.exit("no Chromium found: " + INSTALL_HINT)
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp) / "root", Path(tmp)) as server, \
+            sync_playwright() as pw:
+        chromium = launch_chromium(pw, executable)
+        for arg in sys.argv[1:]:
+            r = run_check(server, chromium, Path(arg))
+            print(f"{r.notebook}: {'FAIL' if r.problems else 'ok'} {r.seconds}, widget outputs in cells {r.widget_cells}")
+            for problem in r.problems:
+                print("  " + problem.replace("\n", "\n    "))
+            failed |= bool(r.problems)
+        chromium.close()
+    sys.exit(1 if failed else 0)
