@@ -1,8 +1,9 @@
 """minispec: a teaching reference implementation of lossless speculative decoding."""
 from .checkpoint import CheckpointError, load_pretrained
 from .data import DATA_DIR, DOMAINS, load_prompts
-from .device import default_device, seed_everything
+from .device import default_device
 from .generation import Generation, generate
+from .methods import METHODS
 from .model import KVCache, ModelConfig, Transformer
 from .sampling import SamplingParams
 from .stats import GenerationStats
@@ -24,3 +25,10 @@ def load_target(device=None) -> Transformer:
 def load_draft(device=None) -> Transformer:
     """The shipped draft LM of chapter 1 (data/draft)."""
     return load_pretrained(DATA_DIR / "draft", device)
+
+
+def load_eagle1(target, directory=None):
+    """The shipped EAGLE-1 head of chapters 2 and 3 (data/eagle1), for `target` (which must be
+    the target it was trained on), on the target's device."""
+    from .eagle import load_eagle1 as load
+    return load(directory or DATA_DIR / "eagle1", target)

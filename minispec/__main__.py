@@ -16,10 +16,20 @@ def cmd_train(args):
     from pathlib import Path
     from .device import default_device
     from .train import preset, record_one_layer_losses, train
+    command = "python -m minispec " + " ".join(sys.argv[1:])
+    if args.model == "eagle1":
+        from . import load_target
+        from .eagle import train_eagle1
+        train_eagle1(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
+                     token_shift=not args.no_token_shift, feature_loss=not args.no_feature_loss,
+                     cache_dir=args.cache_dir, command=command)
+        return
+    if args.no_token_shift or args.no_feature_loss or args.cache_dir:
+        raise ValueError("--no-token-shift, --no-feature-loss and --cache-dir apply to draft heads (eagle1)")
     model_cfg, cfg = preset(args.model, args.steps)
     out = args.out or (Path("runs") / "baseline" / "model" if args.model == "baseline" else None)
     train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=out,
-          device=default_device(args.device), command="python -m minispec " + " ".join(sys.argv[1:]))
+          device=default_device(args.device), command=command)
     if args.model in ("draft", "baseline") and args.out is None:
         table = record_one_layer_losses()
         if table:
@@ -44,13 +54,10 @@ def cmd_generate(args):
     target, tok = _load(args)
     prompt = (args.prompt.encode("latin-1", "backslashreplace").decode("unicode_escape")
               if args.escapes else args.prompt)
-    if args.gamma is not None and args.method == "ar":
-        raise ValueError("--gamma sets the draft length of a speculative method (sps, pld); "
-                         "method ar drafts nothing")
-    options = _gammas(None if args.gamma is None else str(args.gamma), [args.method]).get(args.method, {})
+    options = _options(args, [args.method])[args.method]
     g = generate(target, tok.encode(prompt), args.max_new_tokens, args.temperature, args.top_k,
                  args.top_p, seed=args.seed, eos_id=tok.eot_id, method=args.method,
-                 drafter=_drafters([args.method], target).get(args.method), **options)
+                 draft=_drafts([args.method], target).get(args.method), **options)
     _print_generation(tok, prompt, g)
 
 
@@ -58,47 +65,76 @@ def cmd_demo(args):
     from . import load_draft
     from .data import load_prompts
     from .generation import generate
-    from .speculative import DEFAULT_GAMMA
+    from .methods import METHODS
+    gamma = METHODS["sps"].defaults()["gamma"]
     target, tok = _load(args)
     draft = load_draft(target.device)
     print(f"target: {target.num_params():,} parameters, draft: {draft.num_params():,}, on {target.device}")
     questions = load_prompts(limit=1)
     for method in ("ar", "sps"):  # warm-up
         generate(target, tok.encode(questions[0]["turns"][0]), 8, method=method,
-                 drafter=draft if method == "sps" else None)
+                 draft=draft if method == "sps" else None)
     for q in questions:
         print(f"\n=== {q['category']} ===")
         ids = tok.encode(q["turns"][0])
         ar = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id)
         _print_generation(tok, q["turns"][0], ar)
-        sps = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id, method="sps", drafter=draft,
-                       gamma=DEFAULT_GAMMA["sps"])
-        print(f"--- speculative decoding with the draft model (gamma {DEFAULT_GAMMA['sps']}): {sps.stats.tokens_per_s:.1f} tokens/s, "
+        sps = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id, method="sps", draft=draft)
+        print(f"--- speculative decoding with the draft model (gamma {gamma}): {sps.stats.tokens_per_s:.1f} tokens/s, "
               f"{sps.stats.tokens_per_s / ar.stats.tokens_per_s:.2f}x, tau {sps.stats.mean_acceptance_length:.2f}, "
               f"identical output: {sps.tokens == ar.tokens}")
 
 
-def _drafters(methods, target):
-    from . import load_draft
-    return {"sps": load_draft(target.device)} if "sps" in methods else {}
+def _drafts(methods, target):
+    """The shipped draft model of every method that needs one."""
+    from .methods import get_method
+    return {m: get_method(m).load_draft(target) for m in methods if get_method(m).load_draft}
 
 
-def _gammas(text, methods):
-    """'4' (every method) or 'sps=4,pld=6' -> {method: {"gamma": g}}."""
-    from .speculative import DEFAULT_GAMMA
-    per = dict(DEFAULT_GAMMA)
-    try:
-        if text and "=" in text:
-            for item in text.split(","):
-                m, g = item.split("=")
-                if m not in per:
-                    raise ValueError(f"no gamma for method {m!r}; methods with drafts: {sorted(per)}")
-                per[m] = int(g)
-        elif text:
-            per = {m: int(text) for m in per}
-    except ValueError as e:
-        raise ValueError(f"--gamma takes N or METHOD=N,...: {e}") from None
-    return {m: {"gamma": per[m]} for m in methods if m in per}
+def _options(args, methods):
+    """The method options given on the command line, per method: each option flag takes VALUE
+    (every listed method that has the option) or METHOD=VALUE,METHOD=VALUE..."""
+    import re
+    from .methods import METHODS, get_method
+    out = {m: {} for m in methods}
+    for name in sorted({o for m in METHODS.values() for o in m.options}):
+        text = getattr(args, name, None)
+        if text is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        having = [m for m in methods if name in get_method(m).options]
+        users = [m.name for m in METHODS.values() if name in m.options]
+        if "=" in text and text.split("=")[0] in METHODS:   # sps=4,pld=6
+            items = [item.split("=", 1) for item in re.split(r",(?=[a-z0-9-]+=)", text)]
+        else:
+            items = [(m, text) for m in having]
+            if not having:
+                raise ValueError(f"{flag}: method(s) {', '.join(methods)} take no {name}; it is an "
+                                 f"option of {', '.join(users)}")
+        for m, v in items:
+            if m not in methods or name not in get_method(m).options:
+                raise ValueError(f"{flag} {m}=...: method {m!r} is not run or takes no {name}")
+            try:
+                out[m][name] = get_method(m).options[name].parse(v)
+            except ValueError as e:
+                raise ValueError(f"{flag} takes VALUE or METHOD=VALUE,...; {v!r}: {e}") from None
+    return out
+
+
+def _method_help():
+    from .methods import METHODS
+    return "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+
+
+def _add_option_flags(parser):
+    from .methods import METHODS
+    seen = {}
+    for m in METHODS.values():
+        for name, o in m.options.items():
+            seen.setdefault(name, (o, []))[1].append(m.name)
+    for name, (o, users) in seen.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name,
+                            help=f"{o.help} ({', '.join(users)}): VALUE, or METHOD=VALUE,...")
 
 
 def _bench_kwargs(args):
@@ -111,8 +147,8 @@ def cmd_bench(args):
     from .bench import format_summary, run_bench
     target, tok = _load(args)
     methods = args.methods.split(",")
-    summary = run_bench(target, tok, methods, drafters=_drafters(methods, target),
-                        method_options=_gammas(args.gamma, methods), out_dir=args.out, **_bench_kwargs(args))
+    summary = run_bench(target, tok, methods, drafts=_drafts(methods, target),
+                        method_options=_options(args, methods), out_dir=args.out, **_bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 
@@ -122,7 +158,7 @@ def cmd_sweep(args):
     target, tok = _load(args)
     methods = args.methods.split(",")
     gammas = [int(g) for g in args.gammas.split(",")]
-    result = gamma_sweep(target, tok, methods, gammas, drafters=_drafters(methods, target),
+    result = gamma_sweep(target, tok, methods, gammas, drafts=_drafts(methods, target),
                          out_path=args.out, **_bench_kwargs(args))
     for g, summary in result["runs"].items():
         for m in methods:
@@ -159,20 +195,26 @@ def main(argv=None):
     s.add_argument("--keep-tokenizer", action="store_true", help="keep data/tokenizer.json")
     s.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("train", help="train a preset model: target, draft, or baseline (the draft's shape "
-                                     "on the data alone, the yardstick of the target's losses)")
-    s.add_argument("model", choices=["target", "draft", "baseline"])
+    s = sub.add_parser("train", help="train a preset model: target, draft, baseline (the draft's shape "
+                                     "on the data alone, the yardstick of the target's losses), or the "
+                                     "eagle1 head on the shipped target")
+    s.add_argument("model", choices=["target", "draft", "baseline", "eagle1"])
     s.add_argument("--steps", type=int, help="override the preset's number of steps")
     s.add_argument("--run-dir", help="training state folder (default runs/<model>)")
     s.add_argument("--out", help="shipped folder (default data/<model>)")
     s.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    s.add_argument("--no-token-shift", action="store_true",
+                   help="ablation: the head reads (x_t, f_t) instead of (x_{t+1}, f_t)")
+    s.add_argument("--no-feature-loss", action="store_true",
+                   help="ablation: train the head on the cross-entropy alone")
+    s.add_argument("--cache-dir", help="keep the target's outputs here and reuse them (large; not shipped)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("generate", help="continue a prompt with the shipped target")
     s.add_argument("--prompt", required=True)
     s.add_argument("--escapes", action="store_true", help="read \\n etc. in --prompt as escapes")
-    s.add_argument("--method", default="ar", help="ar (default), sps (with the shipped draft) or pld")
-    s.add_argument("--gamma", type=int, help="draft tokens per round (sps, pld)")
+    s.add_argument("--method", default="ar", help=_method_help())
+    _add_option_flags(s)
     _sampling_args(s)
     s.set_defaults(func=cmd_generate)
 
@@ -182,11 +224,11 @@ def main(argv=None):
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="benchmark methods on the evaluation prompts")
-    s.add_argument("--methods", default="ar", help="comma-separated, e.g. ar,sps,pld")
+    s.add_argument("--methods", default="ar", help="comma-separated, e.g. ar,sps,pld; " + _method_help())
     s.add_argument("--domains", help=f"comma-separated subset of the domains (default: all)")
     s.add_argument("--limit", type=int, help="prompts per domain (default: all)")
     s.add_argument("--out", default="results/bench")
-    s.add_argument("--gamma", help="draft tokens per round: N for every method, or sps=4,pld=6")
+    _add_option_flags(s)
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     s.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     _sampling_args(s)

@@ -22,17 +22,18 @@ from pathlib import Path
 import torch
 
 from .data import DOMAINS, load_prompts
-from .generation import METHODS, generate
+from .generation import generate
+from .methods import get_method
 from .stats import GenerationStats
 
 
-def run_bench(target, tokenizer, methods, drafters=None, method_options=None, domains=None,
+def run_bench(target, tokenizer, methods, drafts=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
               progress=True) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
-    drafters:       method -> drafter object (e.g. {"sps": draft_model})
+    drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
     method_options: method -> extra options for generate (e.g. {"sps": {"gamma": 4}})
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
@@ -42,11 +43,10 @@ def run_bench(target, tokenizer, methods, drafters=None, method_options=None, do
     from tqdm.auto import tqdm
     methods = list(dict.fromkeys(["ar", *methods]))  # ar is the baseline of every ratio
     for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}; choose from {METHODS}")
+        get_method(m)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    drafters, method_options = drafters or {}, method_options or {}
+    drafts, method_options = drafts or {}, method_options or {}
     questions = load_prompts(domains=domains, limit=limit)
     if not questions:
         raise ValueError("no prompts selected")
@@ -55,7 +55,7 @@ def run_bench(target, tokenizer, methods, drafters=None, method_options=None, do
 
     def run(method, ids, seed):
         return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
-                        method=method, drafter=drafters.get(method), **method_options.get(method, {}))
+                        method=method, draft=drafts.get(method), **method_options.get(method, {}))
 
     first = tokenizer.encode(questions[0]["turns"][0])
     for m in methods:  # warm-up: first calls pay for allocation and kernel selection
@@ -169,7 +169,7 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
     return "\n".join([head, fmt(cols)] + [fmt(row) for row in rows])
 
 
-def gamma_sweep(target, tokenizer, methods, gammas, drafters=None, out_path=None, cost_repeats: int = 30,
+def gamma_sweep(target, tokenizer, methods, gammas, drafts=None, out_path=None, cost_repeats: int = 30,
                 **bench_kwargs) -> dict:
     """Run the benchmark once per gamma (each run with its own `ar` baseline), and measure what
     the cost models of `minispec.costs` need: c (draft step / target step) and the target's
@@ -180,10 +180,10 @@ def gamma_sweep(target, tokenizer, methods, gammas, drafters=None, out_path=None
     """
     from .costs import cost_curve, cost_ratio
     runs = {}
-    c = cost_ratio(drafters["sps"], target, cost_repeats) if drafters and "sps" in drafters else None
+    c = cost_ratio(drafts["sps"], target, cost_repeats) if drafts and "sps" in drafts else None
     curve = cost_curve(target, range(1, max(gammas) + 2), repeats=cost_repeats)
     for g in gammas:
-        runs[g] = run_bench(target, tokenizer, methods, drafters=drafters,
+        runs[g] = run_bench(target, tokenizer, methods, drafts=drafts,
                             method_options={m: {"gamma": g} for m in methods if m != "ar"}, **bench_kwargs)
     result = {"gammas": list(gammas), "methods": list(methods), "cost_ratio_c": c, "target_cost": curve,
               "runs": runs}

@@ -32,6 +32,16 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a model's tensors (names, shapes, float32 values): names the exact target a
+    draft head was trained on, however that target was loaded."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def atomic_write(path, write) -> None:
     """Call write(tmp_path), then rename over `path`: a reader never sees half a file."""
     path = Path(path)
@@ -47,12 +57,14 @@ def atomic_write(path, write) -> None:
             os.remove(tmp)
 
 
-def save_pretrained(model: Transformer, directory, **manifest) -> Path:
+def save_pretrained(model: torch.nn.Module, directory, **manifest) -> Path:
+    """Write model.safetensors and a manifest naming the model's kind and config (any minispec
+    model: the target and draft LMs, the draft heads), plus the keyword arguments."""
     from safetensors.torch import save_file
     directory = Path(directory)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda p: save_file(state, p))
-    info = {"format": FORMAT, "config": model.config.to_dict(),
+    info = {"format": FORMAT, "kind": getattr(model, "kind", "transformer"), "config": model.config.to_dict(),
             "num_params": model.num_params(), "sha256": sha256_file(directory / WEIGHTS), **manifest}
     atomic_write(directory / MANIFEST, lambda p: Path(p).write_text(json.dumps(info, indent=1) + "\n"))
     return directory
@@ -106,6 +118,9 @@ def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
     from .device import default_device
     directory = Path(directory)
     info = read_manifest(directory)
+    if info.get("kind", "transformer") != "transformer":
+        raise CheckpointError(f"{directory} holds a {info['kind']!r} model, not a language model "
+                              "(load draft heads with their own loader, e.g. minispec.load_eagle1)")
     try:
         cfg = ModelConfig(**info["config"])
     except (KeyError, TypeError, ValueError) as e:

@@ -44,11 +44,13 @@ def exact_distribution(model, prompt: list[int], params: SamplingParams, n_token
 
 @torch.no_grad()
 def sequence_frequencies(target, prompt: list[int], params: SamplingParams, n_samples: int,
-                         n_tokens: int = 3, seed: int = 0, method: str = "sps", drafter=None,
-                         gamma: int = 2, verifier=None) -> torch.Tensor:
-    """Counts of every n_tokens-long continuation over n_samples speculative generations,
-    shape (V ** n_tokens,), matching exact_distribution(...).flatten(). `verifier` replaces the
-    sampling verification rule (to check one under test)."""
+                         n_tokens: int = 3, seed: int = 0, method: str = "sps", draft=None,
+                         verifier=None, **options) -> torch.Tensor:
+    """Counts of every n_tokens-long continuation over n_samples speculative generations of
+    `method` (draft model `draft`, method options), shape (V ** n_tokens,), matching
+    exact_distribution(...).flatten(). `verifier` replaces the chain sampling rule (to check
+    one under test)."""
+    from .methods import make_drafter
     from .speculative import speculative_generate
     from .verify import verify_sampling
     V = target.vocab_size
@@ -56,8 +58,9 @@ def sequence_frequencies(target, prompt: list[int], params: SamplingParams, n_sa
     g = torch.Generator(device=target.device)
     for i in range(n_samples):
         g.manual_seed(seed + i)
-        tokens, _ = speculative_generate(target, list(prompt), n_tokens, params, g, None, method,
-                                         drafter=drafter, gamma=gamma, verifier=verifier or verify_sampling)
+        drafter = make_drafter(method, target, draft, len(prompt) + n_tokens, **options)
+        tokens, _ = speculative_generate(target, list(prompt), n_tokens, params, g, None, drafter,
+                                         verifier or verify_sampling)
         counts[tuple(tokens)] += 1
     return counts.flatten()
 

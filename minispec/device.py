@@ -1,10 +1,8 @@
-"""Device choice (CUDA, then MPS, then CPU; override with MINISPEC_DEVICE) and seeding."""
+"""Device choice (CUDA, then MPS, then CPU; override with MINISPEC_DEVICE) and synchronisation."""
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import torch
 
 
@@ -23,12 +21,6 @@ def default_device(name: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def synchronize(device) -> None:

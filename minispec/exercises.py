@@ -189,7 +189,7 @@ def check_prompt_lookup(fn) -> CheckResult:
 
     def body():
         for tokens, k, hi, lo in cases:
-            want = PromptLookupDrafter(100, hi, lo).lookup(tokens, k)
+            want = PromptLookupDrafter(100, max_ngram=hi, min_ngram=lo).lookup(tokens, k)
             got = _as_ids(_call(f"lookup({tokens}, k={k})", fn, list(tokens), k, hi, lo), "your function")
             if got == want:
                 continue
@@ -269,7 +269,7 @@ def check_verifier(fn, n_samples: int = 3000) -> CheckResult:
         for draft, what in [(random_model(ModelConfig(**{**_SMALL.to_dict(), "n_layers": 1}), 3, scale=1.0),
                              "a poor draft (rejections at every position)"),
                             (target, "a perfect draft (q = p: every draft accepted, then the bonus token)")]:
-            counts = sequence_frequencies(target, prompt, params, n_samples, drafter=draft, gamma=2,
+            counts = sequence_frequencies(target, prompt, params, n_samples, draft=draft, gamma=2,
                                           verifier=lambda d, q, p, gen: _pair(fn, d, q, p, gen))
             impossible = int(counts[exact == 0].sum())
             if impossible:

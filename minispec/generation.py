@@ -2,7 +2,8 @@
 
 method "ar" is plain autoregressive decoding with the KV cache: the baseline every speedup
 is measured against, so its loop does nothing per token beyond one forward pass and picking
-a token. Later chapters add methods that pair a drafter with a verifier.
+a token. Every other method (minispec.methods.METHODS) builds a drafter and runs the rounds of
+minispec.speculative.
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ import torch
 from .device import synchronize
 from .sampling import SamplingParams, make_generator, next_token
 from .stats import GenerationStats
-
-METHODS = ("ar", "sps", "pld")
-SPECULATIVE_OPTIONS = {"gamma", "max_ngram", "min_ngram"}
 
 
 @dataclass
@@ -53,39 +51,36 @@ def check_prompt(prompt_ids, max_new_tokens: int, context: int) -> list[int]:
 
 def generate(target, prompt_ids, max_new_tokens: int = 128, temperature: float = 0.0,
              top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-             eos_id: int | None = None, method: str = "ar", drafter=None, **method_options) -> Generation:
+             eos_id: int | None = None, method: str = "ar", draft=None, **method_options) -> Generation:
     """Continue prompt_ids with `method`; greedy when temperature == 0.
 
-    ar:  plain decoding.  sps: speculative sampling with `drafter` (a draft model).
-    pld: prompt lookup decoding (no drafter).  Options such as gamma go in method_options.
+    method: "ar" (plain), "sps" (draft = a draft language model), "pld" (prompt lookup),
+    "eagle1" / "eagle1-tree" (draft = an EAGLE-1 head); see minispec.methods.METHODS.
+    method_options: the method's options, e.g. gamma (each has a default).
     """
+    from .methods import get_method, make_drafter
     params = SamplingParams(temperature, top_k, top_p)
     prompt = check_prompt(prompt_ids, max_new_tokens, target.max_seq_len)
     if any(not 0 <= t < target.vocab_size for t in prompt):
         raise ValueError(f"prompt has token ids outside the vocabulary [0, {target.vocab_size})")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    get_method(method)
     generator = make_generator(seed, target.device)
     if eos_id is not None and (not isinstance(eos_id, numbers.Integral) or isinstance(eos_id, bool)
                                or not 0 <= eos_id < target.vocab_size):
         raise ValueError(f"eos_id must be a token id in [0, {target.vocab_size}), got {eos_id!r}")
     if method == "ar":
-        if drafter is not None or method_options:
-            raise ValueError("method 'ar' takes no drafter or options"
-                             + (f", got {sorted(method_options)}" if method_options else ", got a drafter"))
-        loop = autoregressive
+        if draft is not None or method_options:
+            raise ValueError("method 'ar' takes no draft model or options"
+                             + (f", got {sorted(method_options)}" if method_options else ", got a draft model"))
+        loop, extra = autoregressive, {}
     else:
-        unknown = set(method_options) - SPECULATIVE_OPTIONS
-        if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; "
-                             f"known: {sorted(SPECULATIVE_OPTIONS)}")
-        from . import speculative
-        loop = speculative.speculative_generate
-        method_options = {"method": method, "drafter": drafter, **method_options}
+        from .speculative import speculative_generate
+        drafter = make_drafter(method, target, draft, len(prompt) + max_new_tokens, **method_options)
+        loop, extra = speculative_generate, {"drafter": drafter}
     with torch.inference_mode():
         synchronize(target.device)
         t0 = time.perf_counter()
-        tokens, stats = loop(target, prompt, max_new_tokens, params, generator, eos_id, **method_options)
+        tokens, stats = loop(target, prompt, max_new_tokens, params, generator, eos_id, **extra)
         synchronize(target.device)
         stats.wall_time = time.perf_counter() - t0
     stats.new_tokens = len(tokens)

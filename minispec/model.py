@@ -162,9 +162,12 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(x)). EAGLE-1's head drops the first
+    norm (input_norm=False): its input is already a mix of an embedding and a normed feature."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, input_norm: bool = True):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps) if input_norm else nn.Identity()
         self.self_attn = Attention(cfg, layer_idx)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
@@ -175,6 +178,8 @@ class DecoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
+    kind = "transformer"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -224,36 +229,15 @@ class Transformer(nn.Module):
         cache:         the new tokens' keys/values are appended; they attend to all P cached ones
         position_ids:  (T,) rotary positions; default P, P+1, ..., P+T-1
         attn_mask:     (T, T) additive mask (0 or -inf) among the new tokens, e.g. a token
-                       tree; default causal. The cached prefix is always visible.
+                       tree, the cached prefix being visible to all; or (T, P+T) over cached
+                       and new positions. Default: causal.
         hidden_layers: indices i of hidden states to return, Hugging Face's numbering:
                        i < n_layers is the input of layer i (0 = embeddings); n_layers is
                        the output after the final norm (the LM head's input, EAGLE's feature).
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
-        if position_ids is None:
-            if past + T > self.config.max_seq_len:
-                raise ValueError(f"sequence of {past + T} tokens exceeds the context of "
-                                 f"{self.config.max_seq_len}")
-            cos, sin = self.rope_cos[past:past + T], self.rope_sin[past:past + T]
-        else:
-            position_ids = torch.as_tensor(position_ids, device=self.device)
-            if position_ids.shape != (T,) or not 0 <= int(position_ids.min()) <= int(position_ids.max()) < self.config.max_seq_len:
-                raise ValueError(f"position_ids must have shape ({T},) and lie in [0, {self.config.max_seq_len})")
-            cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]
-        if attn_mask is not None:
-            if attn_mask.dtype == torch.bool or attn_mask.shape != (T, T):
-                raise ValueError(f"attn_mask must be an additive float mask of shape ({T}, {T}) "
-                                 f"(0 = visible, -inf = hidden), got {attn_mask.dtype} {tuple(attn_mask.shape)}")
-            mask = attn_mask.to(device=self.device, dtype=self.rope_cos.dtype)
-            if past:  # the prefix is visible to every new token
-                mask = torch.cat([mask.new_zeros(T, past), mask], dim=1)
-        elif T == 1:
-            mask = None
-        elif past == 0:
-            mask = "causal"
-        else:
-            mask = causal_mask(T, past, self.device)
+        cos, sin, mask = rope_and_mask(self.rope_cos, self.rope_sin, past, T, position_ids, attn_mask)
         hidden = {}
         x = self.embed_tokens(input_ids)  # (B, T, D)
         for i, layer in enumerate(self.layers):
@@ -269,11 +253,45 @@ class Transformer(nn.Module):
             x = x[:, -logits_to_keep:]
         return ForwardOutput(self.lm_head(x).float(), hidden)
 
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.embed_tokens.weight.numel() if non_embedding else n
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 
 def causal_mask(T: int, past: int = 0, device=None) -> torch.Tensor:
     """(T, past + T) additive mask: new token t sees the prefix and new tokens 0..t."""
     return torch.full((T, past + T), float("-inf"), device=device).triu(past + 1)
+
+
+def rope_and_mask(rope_cos, rope_sin, past: int, T: int, position_ids=None, attn_mask=None):
+    """What attention needs for T new tokens after `past` cached ones: the rotary cos, sin (T, hd)
+    and the mask argument of every layer ("causal", None, or an additive (T, past + T) mask).
+    Shared by the target and the draft heads, which cache earlier tree levels of their own.
+
+    position_ids (T,): rotary positions, default past, past+1, ...; attn_mask: additive, either
+    (T, T) among the new tokens (the cached prefix visible to all) or (T, past + T).
+    """
+    max_len, device = rope_cos.shape[0], rope_cos.device
+    if position_ids is None:
+        if past + T > max_len:
+            raise ValueError(f"sequence of {past + T} tokens exceeds the context of {max_len}")
+        cos, sin = rope_cos[past:past + T], rope_sin[past:past + T]
+    else:
+        position_ids = torch.as_tensor(position_ids, device=device)
+        if position_ids.shape != (T,) or not 0 <= int(position_ids.min()) <= int(position_ids.max()) < max_len:
+            raise ValueError(f"position_ids must have shape ({T},) and lie in [0, {max_len})")
+        cos, sin = rope_cos[position_ids], rope_sin[position_ids]
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool or attn_mask.shape not in ((T, T), (T, past + T)):
+            raise ValueError(f"attn_mask must be an additive float mask (0 = visible, -inf = hidden) "
+                             f"of shape ({T}, {T}) or ({T}, {past + T}), got {attn_mask.dtype} "
+                             f"{tuple(attn_mask.shape)}")
+        mask = attn_mask.to(device=device, dtype=rope_cos.dtype)
+        if past and mask.shape[1] == T:  # the prefix is visible to every new token
+            mask = torch.cat([mask.new_zeros(T, past), mask], dim=1)
+    elif T == 1:
+        mask = None
+    elif past == 0:
+        mask = "causal"
+    else:
+        mask = causal_mask(T, past, device)
+    return cos, sin, mask

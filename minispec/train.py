@@ -98,10 +98,75 @@ def evaluate(model: Transformer, cfg: TrainConfig, tokens: dict[str, np.ndarray]
     return out
 
 
+def fit(model: torch.nn.Module, loss_fn, cfg: TrainConfig, state_path, settings: dict, *,
+        evaluate=None, desc: str = "train", progress: bool = True, stop_after: int | None = None,
+        on_step=None) -> dict | None:
+    """The training loop every model kind shares: AdamW (no decay on gains), warmup + cosine
+    learning rate, gradient clipping, a validation curve, and an atomic checkpoint of the whole
+    training state every cfg.ckpt_every steps, from which a rerun resumes.
+
+    loss_fn(step) -> scalar loss of the batch for `step` (batches depend only on seed and step).
+    settings: what the run was started with; resuming with other settings is an error.
+    evaluate() -> {name: float}, every cfg.eval_every steps, into the history.
+    Returns {"history", "train_time_s"} when finished, None when stopped by stop_after.
+    """
+    from tqdm.auto import tqdm
+    state_path = Path(state_path)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    settings = {**settings, "train_config": asdict(cfg)}
+    step, elapsed, history = 0, 0.0, []
+    if state_path.exists():
+        state = torch.load(state_path, map_location=next(model.parameters()).device, weights_only=True)
+        if state["settings"] != settings:
+            raise ValueError(f"{state_path} was written with other settings; remove it to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, history = state["step"], state["elapsed_s"], state["history"]
+        print(f"resuming {desc} from step {step}")
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress)
+    t0 = time.time() - elapsed
+    recent = []  # training losses since the last validation
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        recent.append(loss.item())
+        if on_step is not None:
+            on_step(step, loss.item())
+        if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
+            history.append({"step": step, "tokens": step * cfg.batch_size * cfg.seq_len,
+                            "train_loss": round(sum(recent) / len(recent), 4), "val_loss": evaluate()})
+            model.train()
+            recent = []
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                     "elapsed_s": time.time() - t0, "settings": settings, "history": history}
+            atomic_write(state_path, lambda p: torch.save(state, p))
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return None
+    bar.close()
+    model.eval()
+    return {"history": history, "train_time_s": round(time.time() - t0, 1)}
+
+
 def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out_dir=None,
           device="cpu", progress: bool = True, command: str = "", tokens=None, val_tokens=None,
           stop_after: int | None = None, on_step=None, teacher: Transformer | None = None) -> Transformer:
-    """Train from scratch or resume from run_dir/state.pt; write the shipped folder out_dir.
+    """Train a language model from scratch or resume from run_dir/state.pt; write the shipped
+    folder out_dir (model.safetensors + manifest.json).
 
     tokens / val_tokens: domain -> token ids (default: the corpus built by `minispec data`).
     stop_after: return after this many steps without finishing (to test resuming).
@@ -117,69 +182,28 @@ def train(name: str, model_cfg: ModelConfig, cfg: TrainConfig, run_dir=None, out
         if teacher.vocab_size != model_cfg.vocab_size:
             raise ValueError(f"teacher vocabulary {teacher.vocab_size} != student's {model_cfg.vocab_size}")
         teacher.eval()
-    from tqdm.auto import tqdm
     run_dir = Path(run_dir or Path("runs") / name)
     out_dir = Path(out_dir or DATA_DIR / name)
     torch.manual_seed(cfg.seed)
     model = Transformer(model_cfg).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    state_path, step, elapsed, history = run_dir / "state.pt", 0, 0.0, []
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state["model_config"] != model_cfg.to_dict() or state["train_config"] != asdict(cfg):
-            raise ValueError(f"{state_path} was written with other settings; remove it to start over")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed, history = state["step"], state["elapsed_s"], state.get("history", [])
-        print(f"resuming {name} from step {step}")
     tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
     val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=not progress)
-    t0 = time.time() - elapsed
-    recent = []  # training losses since the last validation
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        loss = lm_loss(model, get_batch(tokens, step, cfg).to(device), teacher)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        recent.append(loss.item())
-        if on_step is not None:
-            on_step(step, loss.item())
-        if cfg.eval_every and step % cfg.eval_every == 0:  # the loss curve shipped in the manifest
-            history.append({"step": step, "tokens": step * cfg.batch_size * cfg.seq_len,
-                            "train_loss": round(sum(recent) / len(recent), 4),
-                            "val_loss": evaluate(model, cfg, val_tokens)})
-            recent = []
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "elapsed_s": time.time() - t0, "model_config": model_cfg.to_dict(),
-                     "train_config": asdict(cfg), "history": history}
-            atomic_write(state_path, lambda p: torch.save(state, p))
-        if stop_after is not None and step >= stop_after:
-            bar.close()
-            return model
-    bar.close()
-    train_time = time.time() - t0
+    done = fit(model, lambda step: lm_loss(model, get_batch(tokens, step, cfg).to(device), teacher),
+               cfg, run_dir / "state.pt", {"model_config": model_cfg.to_dict()},
+               evaluate=lambda: evaluate(model, cfg, val_tokens), desc=f"train {name}",
+               progress=progress, stop_after=stop_after, on_step=on_step)
+    if done is None:
+        return model
     val = evaluate(model, cfg, val_tokens)
     save_pretrained(model, out_dir, name=name, tokenizer_sha256=sha256_file(TOKENIZER_PATH),
                     training={"command": command or f"python -m minispec train {name}",
-                              "config": asdict(cfg), "train_time_s": round(train_time, 1),
+                              "config": asdict(cfg), "train_time_s": done["train_time_s"],
                               "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
                               "device": str(device), "torch": torch.__version__,
-                              "threads": torch.get_num_threads(), "history": history},
+                              "threads": torch.get_num_threads(), "history": done["history"]},
                     val_loss=val)
-    print(f"{name}: {model.num_params():,} parameters, val loss {val}, {train_time / 60:.1f} min "
-          f"-> {out_dir}")
+    print(f"{name}: {model.num_params():,} parameters, val loss {val}, "
+          f"{done['train_time_s'] / 60:.1f} min -> {out_dir}")
     return model
 
 

@@ -12,7 +12,8 @@ Scoring: the target reads [root, node 0, ..., node N-1] in one pass, each at pos
 the one after node i.
 
 Verification walks down from the root (`verify_tree_greedy`, `verify_tree_sampling`); the
-accepted nodes form a root-to-node path, and the target adds one token after it.
+accepted nodes form a root-to-node path, and the target adds one token after it. The round that
+does all this for every method is minispec.speculative.speculative_round.
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ class DraftTree:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @property
+    def is_chain(self) -> bool:
+        """Each node is the child of the one before (an empty tree is a chain too)."""
+        return self.parents == list(range(-1, len(self.tokens) - 1))
 
     @property
     def depth(self) -> list[int]:
@@ -127,22 +133,3 @@ def verify_tree_sampling(tree: DraftTree, p: torch.Tensor, generator=None):
             r = residual(r, q)
         else:                                                             # no child kept
             return accepted, int(sample(r, generator))
-
-
-def tree_round(target, cache, tokens: list[int], tree: DraftTree, params, generator=None):
-    """Score `tree` below the last token in ONE target forward, verify it, and keep only the
-    accepted path in the target's cache. On entry the cache holds tokens[:-1]; on return
-    `tokens` has the accepted tokens and the next token appended, and the cache holds all but
-    the new last token. Returns (accepted nodes, next token)."""
-    from .sampling import warp
-    L = len(tokens)
-    x = torch.tensor([[tokens[-1], *tree.tokens]], device=target.device)          # (1, N+1)
-    logits = target(x, cache=cache, position_ids=tree.position_ids(L).to(target.device),
-                    attn_mask=tree.mask()).logits[0]                               # (N+1, V)
-    if params.greedy:
-        accepted, nxt = verify_tree_greedy(tree, logits)
-    else:
-        accepted, nxt = verify_tree_sampling(tree, warp(logits, params), generator)
-    cache.compact([L + i for i in accepted], start=L)  # the root stays at L - 1, then the path
-    tokens += [tree.tokens[i] for i in accepted] + [nxt]
-    return accepted, nxt

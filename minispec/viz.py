@@ -59,7 +59,7 @@ class DecodeStepper:
 class RoundStepper:
     """One speculative round at a time, with everything the verifier looked at.
 
-    Runs the package's own round (speculative.draft_and_verify) with a draft model ("sps") or
+    Runs the package's own round (speculative.speculative_round) with a draft model ("sps") or
     prompt lookup ("pld"), greedy or sampling. gamma and params may be changed between rounds.
     step() returns a record: for each draft x_i its p(x_i), q(x_i), the uniform u the verifier
     drew, min(1, p/q), the overlap sum_x min(p_i, q_i) (the chance that a draft from q_i is
@@ -71,11 +71,11 @@ class RoundStepper:
     def __init__(self, target, draft, prompt_ids, gamma=4, params=SamplingParams(1.0), seed=0,
                  method="sps"):
         from .generation import check_prompt
-        from .speculative import make_drafter
+        from .methods import make_drafter
         self.target, self.gamma, self.params = target, gamma, params
         self.tokens = check_prompt(prompt_ids, 1, target.max_seq_len)
         self.prompt_len = len(self.tokens)
-        self.drafter = make_drafter(method, draft, target, target.max_seq_len)
+        self.drafter = make_drafter(method, target, draft, target.max_seq_len, gamma=gamma)
         self.cache = target.new_cache()
         self.generator = torch.Generator(device=target.device).manual_seed(seed)
         self.history: list[dict] = []
@@ -93,7 +93,7 @@ class RoundStepper:
 
     @torch.inference_mode()
     def step(self, top: int = 8) -> dict:
-        from .speculative import draft_and_verify
+        from .speculative import speculative_round
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or self.gamma < 1:
             raise ValueError(f"gamma must be an integer >= 1, got {self.gamma!r}")
         k = min(self.gamma, self.target.max_seq_len - len(self.tokens) - 1)
@@ -101,25 +101,27 @@ class RoundStepper:
             raise ValueError("the context is full")
         start = len(self.tokens)
         self._u = None
-        r = draft_and_verify(self.target, self.cache, self.drafter, self.tokens, k, self.params,
-                             self.generator, verifier=self._verify_and_record_u)
-        n, greedy = r.n_accepted, self.params.greedy
+        self.drafter.gamma = self.gamma
+        r = speculative_round(self.target, self.cache, self.drafter, self.tokens, k, self.params,
+                              self.generator, verifier=self._verify_and_record_u)
+        drafts, q = r.tree.tokens, r.tree.q
+        n, greedy = len(r.accepted), self.params.greedy
         choices = r.logits.argmax(-1).tolist()                       # (k+1,) the target's top picks
         rows = []
-        for i, d in enumerate(r.drafts):
+        for i, d in enumerate(drafts):
             p = 1.0 if greedy and d == choices[i] else (0.0 if greedy else float(r.p[i, d]))
-            q = 1.0 if r.q is None else float(r.q[i, d])              # a deterministic drafter: q = 1
-            overlap = None if greedy else float(torch.minimum(r.p[i], r.q[i]).sum())
-            rows.append({"token": d, "p": p, "q": q, "u": None if greedy else self._u[i], "overlap": overlap,
-                         "accept_prob": min(1.0, p / q), "target_choice": choices[i],
+            q_x = 1.0 if q is None else float(q[i, d])                # a deterministic drafter: q = 1
+            overlap = None if greedy else float(torch.minimum(r.p[i], q[i]).sum())
+            rows.append({"token": d, "p": p, "q": q_x, "u": None if greedy else self._u[i], "overlap": overlap,
+                         "accept_prob": min(1.0, p / q_x), "target_choice": choices[i],
                          "accepted": i < n, "checked": i <= n})    # drafts after a rejection: unseen
         res = None
-        if n < len(r.drafts) and not greedy:
-            vals, ids = residual(r.p[n], r.q[n]).topk(top)
+        if n < len(drafts) and not greedy:
+            vals, ids = residual(r.p[n], q[n]).topk(top)
             res = {"tokens": ids.tolist(), "probs": vals.tolist()}
         record = {"start": start, "last_token": self.tokens[start - 1], "drafts": rows, "n_accepted": n, "next_token": r.next_token,
-                  "bonus": 0 < n == len(r.drafts), "residual": res, "greedy": greedy,
-                  "bonus_choice": choices[len(r.drafts)]}
+                  "bonus": 0 < n == len(drafts), "residual": res, "greedy": greedy,
+                  "bonus_choice": choices[len(drafts)]}
         self.history.append(record)
         return record
 

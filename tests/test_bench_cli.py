@@ -17,7 +17,7 @@ def shipped():
 
 def test_bench_writes_the_summary_and_answers(tmp_path, shipped):
     target, draft, tok = shipped
-    s = run_bench(target, tok, ["ar", "sps", "pld"], drafters={"sps": draft},
+    s = run_bench(target, tok, ["ar", "sps", "pld"], drafts={"sps": draft},
                   method_options={"sps": {"gamma": 3}, "pld": {"gamma": 3}}, limit=1, max_new_tokens=12,
                   out_dir=tmp_path, progress=False)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -42,7 +42,7 @@ def test_bench_writes_the_summary_and_answers(tmp_path, shipped):
 
 def test_bench_with_sampling_reports_lossless_as_null(shipped):
     target, draft, tok = shipped
-    s = run_bench(target, tok, ["sps"], drafters={"sps": draft}, domains=["math"], limit=1,
+    s = run_bench(target, tok, ["sps"], drafts={"sps": draft}, domains=["math"], limit=1,
                   max_new_tokens=8, temperature=0.8, progress=False)
     assert s["methods"]["sps"]["math"]["lossless"] is None
     assert s["temperature"] == 0.8
@@ -75,7 +75,7 @@ def test_cli_generate_prints_text_and_speed():
     (["--prompt", "x", "--max-new-tokens", "0"], "max_new_tokens"),
     (["--prompt", "x " * 600], "context"),
     (["--prompt", "x", "--method", "sps", "--gamma", "0"], "gamma"),
-    (["--prompt", "x", "--gamma", "3"], "method ar drafts nothing"),     # not silently ignored
+    (["--prompt", "x", "--gamma", "3"], "method(s) ar take no gamma"),     # not silently ignored
     (["--prompt", "x", "--temperature", "1e-300"], "too small"),
 ])
 def test_cli_bad_input_is_one_clear_line(args, message):
@@ -92,7 +92,7 @@ def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shippe
         ids = tok.encode(q["turns"][0])
         ar = minispec.generate(target, ids, 32, eos_id=tok.eot_id).tokens
         spec = minispec.generate(target, ids, 32, eos_id=tok.eot_id, method=method,
-                                 drafter=draft if method == "sps" else None, gamma=4)
+                                 draft=draft if method == "sps" else None, gamma=4)
         assert spec.tokens == ar, f"question {q['question_id']}"
         accepted += spec.stats.num_accepted_tokens
     assert accepted > 0  # the drafts were really checked, not all skipped

@@ -35,7 +35,7 @@ def draft():
 @pytest.mark.parametrize("gamma", [1, 2, 3, 5, 8])
 def test_sps_greedy_equals_plain_greedy(target, draft, gamma):
     ar = generate(target, PROMPT, 40).tokens
-    sps = generate(target, PROMPT, 40, method="sps", drafter=draft, gamma=gamma)
+    sps = generate(target, PROMPT, 40, method="sps", draft=draft, gamma=gamma)
     assert sps.tokens == ar
     assert sps.stats.new_tokens == 40
 
@@ -54,13 +54,13 @@ def test_pld_greedy_equals_plain_greedy(target, gamma):
 def test_greedy_lossless_on_random_models(seed, gamma, n, prompt):
     target, draft = tiny_model(seed), tiny_model(seed + 1, DRAFT_CFG)
     ar = generate(target, prompt, n).tokens
-    assert generate(target, prompt, n, method="sps", drafter=draft, gamma=gamma).tokens == ar
+    assert generate(target, prompt, n, method="sps", draft=draft, gamma=gamma).tokens == ar
     assert generate(target, prompt, n, method="pld", gamma=gamma).tokens == ar
 
 
 def test_a_perfect_draft_is_always_accepted(target):
     """Draft == target: every draft is accepted, so the draft cache must stay in sync."""
-    g = generate(target, PROMPT, 41, method="sps", drafter=target, gamma=4)
+    g = generate(target, PROMPT, 41, method="sps", draft=target, gamma=4)
     st_ = g.stats
     assert st_.num_accepted_tokens == st_.num_draft_tokens
     assert st_.accept_lengths == [5] * 8 + [1] and st_.mean_acceptance_length == 5.0  # + a last plain step
@@ -71,12 +71,12 @@ def test_end_token_stops_like_plain_decoding(target, draft):
     full = generate(target, PROMPT, 30).tokens
     eos = full[7]
     ar = generate(target, PROMPT, 30, eos_id=eos).tokens
-    assert generate(target, PROMPT, 30, eos_id=eos, method="sps", drafter=draft, gamma=4).tokens == ar
+    assert generate(target, PROMPT, 30, eos_id=eos, method="sps", draft=draft, gamma=4).tokens == ar
     assert generate(target, PROMPT, 30, eos_id=eos, method="pld", gamma=4).tokens == ar
 
 
 def test_statistics_add_up(target, draft):
-    s = generate(target, PROMPT, 50, method="sps", drafter=draft, gamma=4).stats
+    s = generate(target, PROMPT, 50, method="sps", draft=draft, gamma=4).stats
     assert 0 < s.num_draft_tokens <= 4 * s.num_drafts
     assert s.num_accepted_tokens == sum(s.accepted_per_pos)
     assert s.accepted_per_pos == sorted(s.accepted_per_pos, reverse=True)
@@ -150,7 +150,7 @@ def small():
 def test_sps_sampling_matches_the_target_exactly(small, params):
     target, draft = small
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_frequencies(target, PROMPT, params, 3000, drafter=draft, gamma=2)
+    counts = sequence_frequencies(target, PROMPT, params, 3000, draft=draft, gamma=2)
     assert counts[exact == 0].sum() == 0
     assert chi_square_ok(counts, exact)
 
@@ -168,7 +168,7 @@ def test_end_to_end_check_catches_a_verifier_without_residual(small):
     target, draft = small
     params = SAMPLING[0]
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_frequencies(target, PROMPT, params, 3000, drafter=draft, gamma=2,
+    counts = sequence_frequencies(target, PROMPT, params, 3000, draft=draft, gamma=2,
                                   verifier=verify_without_residual)
     assert not chi_square_ok(counts, exact)
 
@@ -195,25 +195,25 @@ def test_bad_speculative_options(target, kwargs, message):
 def test_draft_with_another_vocabulary_is_refused(target):
     other = Transformer(ModelConfig(**{**DRAFT_CFG.to_dict(), "vocab_size": 80}))
     with pytest.raises(ValueError, match="vocabulary"):
-        generate(target, PROMPT, 5, method="sps", drafter=other)
+        generate(target, PROMPT, 5, method="sps", draft=other)
 
 
 def test_draft_with_a_shorter_context_is_refused(target):
     short = Transformer(ModelConfig(**{**DRAFT_CFG.to_dict(), "max_seq_len": 16}))
     with pytest.raises(ValueError, match="context"):
-        generate(target, PROMPT, 20, method="sps", drafter=short)
+        generate(target, PROMPT, 20, method="sps", draft=short)
 
 
 def test_unknown_options_are_refused(target, draft):
     with pytest.raises(ValueError, match="unknown option"):
-        generate(target, PROMPT, 5, method="sps", drafter=draft, gama=4)
+        generate(target, PROMPT, 5, method="sps", draft=draft, gama=4)
 
 
 def test_end_token_inside_accepted_drafts(target):
     """A perfect draft accepts whole rounds, so the end token arrives inside the drafts."""
     full = generate(target, PROMPT, 30).tokens
     eos = full[6]
-    g = generate(target, PROMPT, 30, eos_id=eos, method="sps", drafter=target, gamma=4)
+    g = generate(target, PROMPT, 30, eos_id=eos, method="sps", draft=target, gamma=4)
     assert g.tokens == full[:full.index(eos) + 1]
 
 
@@ -221,7 +221,7 @@ def test_draft_with_another_tokenizer_is_refused(target, draft):
     target.tokenizer_sha256, draft.tokenizer_sha256 = "a" * 64, "b" * 64
     try:
         with pytest.raises(ValueError, match="different tokenizer"):
-            generate(target, PROMPT, 5, method="sps", drafter=draft)
+            generate(target, PROMPT, 5, method="sps", draft=draft)
     finally:
         del target.tokenizer_sha256, draft.tokenizer_sha256
 
@@ -231,19 +231,19 @@ def test_a_request_filling_the_context_works_for_every_method(target, draft):
     fewer than the sequence, so a request ar accepts, sps and pld accept too."""
     n = TINY.max_seq_len - len(PROMPT)
     ar = generate(target, PROMPT, n).tokens
-    assert generate(target, PROMPT, n, method="sps", drafter=draft, gamma=4).tokens == ar
+    assert generate(target, PROMPT, n, method="sps", draft=draft, gamma=4).tokens == ar
     assert generate(target, PROMPT, n, method="pld", gamma=4).tokens == ar
 
 
 def test_a_huge_gamma_is_clamped_not_allocated(target, draft):
     ar = generate(target, PROMPT, 12).tokens
-    assert generate(target, PROMPT, 12, method="sps", drafter=draft, gamma=10**6).tokens == ar
+    assert generate(target, PROMPT, 12, method="sps", draft=draft, gamma=10**6).tokens == ar
     assert generate(target, PROMPT, 12, method="pld", gamma=10**9).tokens == ar
 
 
 def test_default_gamma_is_the_documented_one(target, draft):
-    from minispec.speculative import DEFAULT_GAMMA
-    for method, kw in (("sps", {"drafter": draft}), ("pld", {})):
+    from minispec.methods import METHODS
+    for method, kw in (("sps", {"draft": draft}), ("pld", {})):
         a = generate(target, REPEATS, 20, method=method, **kw).stats
-        b = generate(target, REPEATS, 20, method=method, gamma=DEFAULT_GAMMA[method], **kw).stats
+        b = generate(target, REPEATS, 20, method=method, gamma=METHODS[method].defaults()["gamma"], **kw).stats
         assert a.accept_lengths == b.accept_lengths and a.num_draft_tokens == b.num_draft_tokens

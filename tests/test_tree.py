@@ -9,10 +9,31 @@ from minispec import generate
 from minispec.checks import chi_square_ok, exact_distribution
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams, sample, warp
-from minispec.tree import DraftTree, tree_round, verify_tree_greedy, verify_tree_sampling
+from minispec.speculative import speculative_round
+from minispec.tree import DraftTree, verify_tree_greedy, verify_tree_sampling
 from minispec.verify import residual
 
 PROMPT = [3, 14, 15, 9, 2, 6]
+
+
+class FixedTree:
+    """A drafter that proposes a tree given in advance."""
+    extra_nodes, feature_layers = 0, ()
+
+    def __init__(self, tree):
+        self.tree = tree
+
+    def propose(self, tokens, k, params, generator=None):
+        return self.tree
+
+    def observe(self, tokens, hidden):
+        pass
+
+
+def tree_round(target, cache, tokens, tree, params, generator=None):
+    """The package's round on a given tree: returns (accepted nodes, next token)."""
+    r = speculative_round(target, cache, FixedTree(tree), tokens, len(tree), params, generator)
+    return r.accepted, r.next_token
 #        root
 #       /    \
 #      0      1
@@ -143,10 +164,10 @@ def sampled_tree(draft, tokens, params, how, g):
 def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tree_sampling, n=3):
     """One tree round, then plain sampling from the target up to n tokens: the n-token
     sequences must follow the target's exact distribution."""
-    import minispec.tree as T
+    import minispec.speculative as S
     V = target.vocab_size
     counts = torch.zeros((V,) * n)
-    original, T.verify_tree_sampling = T.verify_tree_sampling, verifier
+    original, S.verify_tree_sampling = S.verify_tree_sampling, verifier
     try:
         for i in range(n_samples):
             g = torch.Generator().manual_seed(i)
@@ -160,7 +181,7 @@ def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tr
                                 seed=10_000 + i).tokens
             counts[tuple(out)] += 1
     finally:
-        T.verify_tree_sampling = original
+        S.verify_tree_sampling = original
     return counts.flatten()
 
 

@@ -98,7 +98,7 @@ def test_forward_cost_curve_and_show():
 
 
 def test_generation_stats_split_the_time():
-    s = generate(tiny_model(0), [3, 1, 4, 1, 5], 30, method="sps", drafter=tiny_model(1, DRAFT), gamma=3).stats
+    s = generate(tiny_model(0), [3, 1, 4, 1, 5], 30, method="sps", draft=tiny_model(1, DRAFT), gamma=3).stats
     assert min(s.prefill_time, s.draft_time, s.target_time, s.verify_time) > 0
     assert s.draft_time + s.target_time + s.verify_time + s.prefill_time <= s.wall_time
     assert s.bookkeeping_time >= 0

@@ -1,0 +1,367 @@
+"""Chapters 2 and 3: EAGLE-1, drafting at the feature level, as a chain or a static tree.
+
+The target's feature f_t (its last hidden state, the LM head's input) predicts token x_{t+1}.
+Continuing the sequence of features is easier than continuing the tokens, provided the head is
+told which token was actually sampled from each feature (the token shift):
+
+    head input at position t:  fc(concat(embed(x_{t+1}), f_t))       2D -> D
+    one decoder layer (no input norm)                                 -> f^_{t+1}
+    the target's frozen LM head on f^_{t+1}                           -> q(x_{t+2})
+
+The head reuses the target's embedding and LM head, so it owns only fc and one layer. It drafts
+autoregressively: a drafted token and the feature predicted with it are the next input.
+Training (self-distillation): SmoothL1(f^_{t+1}, f_{t+1}) + 0.1 * soft cross-entropy against the
+target's distribution, with uniform noise on the input features.
+
+Trees: `choices` lists the nodes as paths of sibling ranks ([0] = the root's best child, [0, 1]
+= that child's second-best child, ...), as in the EAGLE reference's static trees; a chain of
+gamma drafts is [[0], [0, 0], ...]. Greedy decoding takes ranks from the head's top-k; sampling
+draws siblings without replacement and records the renormalised q each one was drawn from, which
+the tree verifier needs to stay lossless.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import (CheckpointError, load_into, load_state_dict, read_manifest,
+                         save_pretrained, sha256_file, weights_fingerprint)
+from .model import DecoderLayer, KVCache, ModelConfig, rope_and_mask, rotary_tables
+from .sampling import SamplingParams, sample, warp
+from .tree import DraftTree
+
+
+class Eagle1Head(nn.Module):
+    """fc(concat(embedding, feature)) -> one decoder layer -> predicted next feature.
+    Parameter names are those of EAGLE-1 checkpoints (fc, layers.0.*)."""
+    kind = "eagle1"
+
+    def __init__(self, cfg: ModelConfig, token_shift: bool = True):
+        super().__init__()
+        if cfg.n_layers != 1:
+            raise ValueError(f"an EAGLE-1 head has one decoder layer, got n_layers={cfg.n_layers}")
+        self.config, self.token_shift = cfg, token_shift
+        self.fc = nn.Linear(2 * cfg.dim, cfg.dim, bias=True)
+        self.layers = nn.ModuleList([DecoderLayer(cfg, 0, input_norm=False)])
+        cos, sin = rotary_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @classmethod
+    def for_target(cls, target, token_shift: bool = True) -> "Eagle1Head":
+        """A fresh head shaped like `target`'s layers."""
+        return cls(replace(target.config, n_layers=1), token_shift)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fc.weight.device
+
+    def new_cache(self, max_len: int) -> KVCache:
+        c = self.config
+        return KVCache(1, c.n_heads, c.head_dim, max_len, 1, self.device, self.fc.weight.dtype)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, emb, feature, cache: KVCache | None = None, position_ids=None, attn_mask=None):
+        """emb, feature (B, T, D) -> predicted next features (B, T, D). cache, position_ids and
+        attn_mask as in Transformer.forward ((T, P+T) masks let tree levels see their ancestors)."""
+        past = cache.length if cache is not None else 0
+        T = emb.shape[1]
+        cos, sin, mask = rope_and_mask(self.rope_cos, self.rope_sin, past, T, position_ids, attn_mask)
+        x = self.fc(torch.cat([emb, feature], dim=-1))                   # (B, T, D)
+        x = self.layers[0](x, cos, sin, cache, mask)
+        if cache is not None:
+            cache.length = past + T
+        return x
+
+
+# ----------------------------------------------------------------------------- training
+def eagle1_loss(head: Eagle1Head, target, ids, feature, feature_loss: bool = True,
+                noise: float = 0.1, ce_weight: float = 0.1, generator=None):
+    """ids (B, T), feature (B, T, D): a window and the target's features on it.
+    Returns (loss, parts): parts has the feature loss, the cross-entropy and top-1 agreement.
+    generator: draws the noise (so a batch's noise depends only on its step)."""
+    s = 1 if head.token_shift else 0
+    f_in, f_next = feature[:, :-1], feature[:, 1:]                      # f_t -> f_{t+1}
+    if head.training and noise:
+        u = torch.rand(f_in.shape, generator=generator, device=f_in.device)
+        f_in = f_in + (u * 2 - 1) * noise                                # U(-noise, noise)
+    emb = target.embed_tokens(ids[:, s:ids.shape[1] - 1 + s])           # x_{t+1} (shift) or x_t
+    pred = head(emb, f_in)                                               # (B, T-1, D)
+    logits = target.lm_head(pred).float()
+    with torch.no_grad():
+        target_logits = target.lm_head(f_next).float()
+        p = torch.softmax(target_logits, -1)
+    ce = -(p * torch.log_softmax(logits, -1)).sum(-1).mean()            # soft cross-entropy
+    reg = F.smooth_l1_loss(pred, f_next)
+    loss = ce_weight * ce + (reg if feature_loss else 0.0)
+    top1 = (logits.argmax(-1) == target_logits.argmax(-1)).float().mean()
+    return loss, {"feature": reg.item(), "ce": ce.item(), "top1": top1.item()}
+
+
+@torch.no_grad()
+def evaluate_head(head: Eagle1Head, target, val: dict) -> dict[str, dict[str, float]]:
+    """Per domain: feature loss, cross-entropy and top-1 agreement with the target's argmax
+    (the greedy acceptance of a first draft) on fixed validation windows."""
+    was = head.training
+    head.eval()
+    out = {}
+    for d, (ids, feature) in val.items():
+        _, parts = eagle1_loss(head, target, ids, feature)
+        out[d] = {k: round(v, 4) for k, v in parts.items()}
+    head.train(was)
+    return out
+
+
+EAGLE1_TRAIN = dict(steps=4000, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.0,
+                    grad_clip=0.5, eval_every=250, eval_windows=16)
+
+
+def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = None,
+                 token_shift: bool = True, feature_loss: bool = True, cache_dir=None,
+                 progress: bool = True, stop_after: int | None = None, on_step=None,
+                 tokens=None, val_tokens=None, command: str = "", cfg=None) -> Eagle1Head:
+    """Train an EAGLE-1 head on the target's features over corpus windows (self-distillation),
+    resumable from run_dir/state.pt; write the shipped folder out_dir (default data/eagle1).
+    token_shift=False and feature_loss=False train the two ablations."""
+    from .data import DATA_DIR, DOMAINS, load_tokens
+    from .distill import SelfDistillation
+    from .train import TrainConfig, fit
+    if target is None:
+        from . import load_target
+        target = load_target()
+    if cfg is None:
+        cfg = TrainConfig(**{**EAGLE1_TRAIN, **({"steps": steps} if steps else {})})
+    for p in target.parameters():
+        p.requires_grad_(False)
+    target.eval()
+    run_dir = Path(run_dir or Path("runs") / "eagle1")
+    out_dir = Path(out_dir or DATA_DIR / "eagle1")
+    tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
+    val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
+    data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
+                            cache_dir=cache_dir)
+    val = {}
+    with torch.no_grad():
+        for d, ids in val_tokens.items():
+            starts = np.linspace(0, len(ids) - cfg.seq_len - 1, cfg.eval_windows).astype(np.int64)
+            x = torch.from_numpy(np.stack([ids[s:s + cfg.seq_len] for s in starts]).astype(np.int64))
+            x = x.to(target.device)
+            val[d] = (x, target(x, hidden_layers=(target.num_layers,), logits_to_keep=1).hidden_states[target.num_layers])
+    torch.manual_seed(cfg.seed)
+    head = Eagle1Head.for_target(target, token_shift).to(target.device)
+
+    def loss_fn(step):
+        b = data.batch(step)
+        g = torch.Generator(device=target.device).manual_seed(cfg.seed * 1_000_003 + step)
+        return eagle1_loss(head, target, b.ids, b.feature(target), feature_loss, generator=g)[0]
+
+    target_sha256 = weights_fingerprint(target)
+    settings = {"model_config": head.config.to_dict(), "token_shift": token_shift,
+                "feature_loss": feature_loss, "target_sha256": target_sha256}
+    done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
+               evaluate=lambda: evaluate_head(head, target, val), desc="train eagle1",
+               progress=progress, stop_after=stop_after, on_step=on_step)
+    if done is None:
+        return head
+    metrics = evaluate_head(head, target, val)
+    save_pretrained(head, out_dir, name="eagle1", token_shift=token_shift,
+                    target_sha256=target_sha256,
+                    tokenizer_sha256=getattr(target, "tokenizer_sha256", None),
+                    training={"command": command or "python -m minispec train eagle1",
+                              "config": asdict(cfg), "feature_loss": feature_loss,
+                              "data": "corpus windows, the target's features computed on the fly",
+                              "train_time_s": done["train_time_s"],
+                              "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+                              "device": str(target.device), "torch": torch.__version__,
+                              "threads": torch.get_num_threads(), "history": done["history"]},
+                    val=metrics)
+    print(f"eagle1 head: {head.num_params():,} parameters, validation {metrics}, "
+          f"{done['train_time_s'] / 60:.1f} min -> {out_dir}")
+    return head
+
+
+def load_eagle1(directory, target, verify: bool = True) -> Eagle1Head:
+    """Load a trained head (default folder: data/eagle1) for `target`. The manifest names the
+    target it was trained on by the sha256 of its tensors; another target is refused."""
+    directory = Path(directory)
+    info = read_manifest(directory)
+    if info.get("kind") != Eagle1Head.kind:
+        raise CheckpointError(f"{directory} holds a {info.get('kind', 'transformer')!r} model, "
+                              "not an EAGLE-1 head")
+    want, have = info.get("target_sha256"), weights_fingerprint(target)
+    if want != have:
+        raise CheckpointError(
+            f"the head in {directory} was trained on the target whose weights have sha256 "
+            f"{str(want)[:12]}..., this target's is {have[:12]}...: train a head for it "
+            "(python -m minispec train eagle1)")
+    try:
+        cfg = ModelConfig(**info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory}: missing or invalid config: {e}") from None
+    if (cfg.dim, cfg.vocab_size, cfg.n_heads) != (target.config.dim, target.vocab_size, target.config.n_heads):
+        raise CheckpointError(f"the head's shape (dim {cfg.dim}, vocabulary {cfg.vocab_size}) does not "
+                              f"match the target's (dim {target.config.dim}, vocabulary {target.vocab_size})")
+    path = directory / "model.safetensors"
+    if verify and path.exists() and sha256_file(path) != info.get("sha256"):
+        raise CheckpointError(f"{path} does not match the sha256 in its manifest: the file is "
+                              "corrupt or was replaced")
+    head = Eagle1Head(cfg, bool(info.get("token_shift", True)))
+    load_into(head, load_state_dict(path), source=str(path))
+    return head.to(target.device).eval()
+
+
+# ----------------------------------------------------------------------------- drafting
+def chain_choices(gamma: int) -> list[list[int]]:
+    """A chain of gamma drafts as a choice list: [[0], [0, 0], ...]."""
+    return [[0] * d for d in range(1, gamma + 1)]
+
+
+# The static tree of method eagle1-tree, in the spirit of the reference's choice lists (wide
+# near the root, where the head is least sure of its ranking, one deep spine along the best
+# guesses); 16 nodes, depth 6, chosen by measurement on a CPU (see chapter 3). A GPU verifies
+# 60 nodes as fast as 1 and prefers the reference's larger trees.
+TREE_CHOICES = [[0], [1], [2], [3],
+                [0, 0], [0, 1], [1, 0], [2, 0],
+                [0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0],
+                [0, 0, 0, 0], [0, 0, 0, 1],
+                [0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 0, 0]]
+
+
+def check_choices(choices) -> list[tuple[int, ...]]:
+    """Validate a choice list; return it sorted by depth, parents before children."""
+    paths = sorted({tuple(c) for c in choices}, key=lambda c: (len(c), c))
+    if not paths or len(paths) != len(choices):
+        raise ValueError("choices must be a non-empty list of distinct paths")
+    have = set(paths)
+    for c in paths:
+        if not c or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in c):
+            raise ValueError(f"choice {list(c)}: a path of sibling ranks >= 0")
+        if len(c) > 1 and c[:-1] not in have:
+            raise ValueError(f"choice {list(c)} has no parent {list(c[:-1])} in the list")
+        if c[-1] and c[:-1] + (c[-1] - 1,) not in have:
+            raise ValueError(f"choice {list(c)} needs its elder sibling {list(c[:-1]) + [c[-1] - 1]}")
+    return paths
+
+
+class Eagle1Drafter:
+    """Drafts a tree of `choices` with an EAGLE-1 head over the target's features.
+
+    The head keeps a KV cache over the real sequence: position t holds (x_{t+1}, f_t) once the
+    target has produced f_t. Each round feeds the pairs the last verification produced, then
+    expands the tree level by level, one head forward per level (the level's nodes see the
+    real prefix, their ancestors and themselves), and finally forgets the tree.
+    """
+    def __init__(self, head: Eagle1Head, target, max_len: int, choices=None):
+        self.head, self.target = head, target
+        self.paths = check_choices(choices or TREE_CHOICES)
+        if not head.token_shift and any(c[-1] for c in self.paths):
+            raise ValueError("a head trained without the token shift cannot tell siblings apart: "
+                             "it drafts chains only")
+        self.feature_layers = (target.num_layers,)
+        self.gamma = max(len(c) for c in self.paths)                  # the tree's depth
+        self.extra_nodes = len(self.paths) - self.gamma               # nodes beyond one chain
+        self.cache = head.new_cache(max_len + len(self.paths))
+        self.pending = None   # (m, D) target features the head has not read yet
+
+    def observe(self, tokens: list[int], hidden: dict[int, torch.Tensor]) -> None:
+        """The target has read the tokens before the last one; hidden[L] (m, D) are its
+        features on the m it read last."""
+        f = hidden[self.target.num_layers]
+        self.pending = f if self.pending is None else torch.cat([self.pending, f])
+
+    def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
+        """A tree of at most depth k below tokens[-1]."""
+        paths = [c for c in self.paths if len(c) <= k]
+        if not paths or self.pending is None:
+            return DraftTree([], [])
+        head, embed, s = self.head, self.target.embed_tokens, int(self.head.token_shift)
+        L, fed = len(tokens), self.cache.length                         # fed = L - 1 - m
+        dev = head.device
+        # 1. the real pairs (x_{t+1}, f_t), t = fed .. L-2: the head catches up with the target
+        toks = torch.tensor(tokens[fed + s:L - 1 + s], device=dev)
+        out = head(embed(toks)[None], self.pending[None], self.cache)[0]  # (m, D)
+        self.pending = None
+        # 2. the tree, level by level. node_feat[i]: the feature predicted AT node i, whose
+        # LM-head output ranks node i's children; index -1 is the root.
+        node_feat = {-1: out[-1]}
+        node_of = {(): -1}
+        tree_tokens, parents, qs, slot = [], [], [], {}
+        level = [()]
+        while level:
+            expand = [c for c in level if any(len(p) == len(c) + 1 and p[:-1] == c for p in paths)]
+            if not expand:
+                break
+            feats = torch.stack([node_feat[node_of[c]] for c in expand])            # (n, D)
+            logits = self.target.lm_head(feats).float()                              # (n, V)
+            new = []
+            for c, row in zip(expand, logits):
+                n_children = 1 + max(p[-1] for p in paths if len(p) == len(c) + 1 and p[:-1] == c)
+                picks, q_rows = self._children(row, n_children, params, generator)
+                for r in range(len(picks)):
+                    node = len(tree_tokens)
+                    tree_tokens.append(picks[r])
+                    parents.append(node_of[c])
+                    if q_rows is not None:
+                        qs.append(q_rows[r])
+                    node_of[c + (r,)] = node
+                    new.append(c + (r,))
+            # 3. one head forward over the new nodes that have children of their own
+            grow = [c for c in new if any(len(p) == len(c) + 1 and p[:-1] == c for p in paths)]
+            if grow:
+                ids = [node_of[c] for c in grow]
+                fed_tok = [tree_tokens[i] if s else (tree_tokens[parents[i]] if parents[i] >= 0 else tokens[-1])
+                           for i in ids]
+                feat_in = torch.stack([node_feat[parents[i]] for i in ids])         # (n, D)
+                past = self.cache.length
+                mask = torch.full((len(ids), past + len(ids)), float("-inf"), device=dev)
+                mask[:, :L - 1] = 0.0                                                # the real prefix
+                for row, i in enumerate(ids):
+                    a = parents[i]
+                    while a >= 0:                                                    # ancestors' slots
+                        mask[row, slot[a]] = 0.0
+                        a = parents[a]
+                    mask[row, past + row] = 0.0                                      # itself
+                    slot[i] = past + row
+                depth = len(grow[0])
+                pos = torch.full((len(ids),), L - 2 + depth, device=dev)
+                h = head(embed(torch.tensor(fed_tok, device=dev))[None], feat_in[None], self.cache,
+                         position_ids=pos, attn_mask=mask)[0]                        # (n, D)
+                for row, i in enumerate(ids):
+                    node_feat[i] = h[row]
+            level = grow
+        self.cache.rollback(L - 1)                                       # forget the tree
+        return DraftTree(tree_tokens, parents, torch.stack(qs) if qs else None)
+
+    @staticmethod
+    def _children(logits, n: int, params: SamplingParams, generator):
+        """Up to n distinct children: the top n when greedy; else drawn without replacement
+        from q, each with the renormalised q it was drawn from (fewer when q's support, cut by
+        top_k or top_p, has fewer tokens)."""
+        if params.greedy:
+            return logits.topk(n).indices.tolist(), None
+        q = warp(logits, params)
+        picks, rows = [], []
+        for _ in range(n):
+            x = int(sample(q, generator))
+            picks.append(x)
+            rows.append(q)
+            rest = q.clone()
+            rest[x] = 0.0
+            total = rest.sum()
+            if total <= 0:
+                break
+            q = rest / total
+        return picks, rows

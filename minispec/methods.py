@@ -1,0 +1,127 @@
+"""Every decoding method in one table: its name, what it drafts with, its options and their
+defaults. `generate`, the benchmark and the command line read this table, so a new method is
+one entry here.
+
+A method's draft model is what the user loads and passes (`generate(..., draft=...)`): a small
+language model for sps, an EAGLE head for eagle1. Its drafter is the object built from it for
+one request, which holds that request's caches and proposes draft trees (minispec.speculative).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Option:
+    default: object
+    help: str
+    parse: Callable[[str], object] = int     # from the command line's text
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    make_drafter: Callable | None = None     # (target, draft, max_len, **options) -> drafter
+    options: dict[str, Option] = field(default_factory=dict)
+    draft: str | None = None                 # the draft model it needs, in words (None: none)
+    load_draft: Callable | None = None       # target -> the shipped draft model
+
+    def defaults(self) -> dict:
+        return {k: o.default for k, o in self.options.items()}
+
+
+def _no_draft(name, draft):
+    if draft is not None:
+        raise ValueError(f"method {name!r} needs no draft model: it drafts from the context itself")
+
+
+def _sps(target, draft, max_len, gamma):
+    from .speculative import DraftModelDrafter, check_draft_model
+    check_draft_model(draft, target, max_len)
+    return DraftModelDrafter(draft, max_len - 1, gamma)
+
+
+def _pld(target, draft, max_len, gamma, max_ngram, min_ngram):
+    from .speculative import PromptLookupDrafter
+    _no_draft("pld", draft)
+    return PromptLookupDrafter(target.vocab_size, gamma, max_ngram, min_ngram, target.device)
+
+
+def _eagle1(target, head, max_len, gamma=None, choices=None):
+    from .eagle import Eagle1Drafter, Eagle1Head, chain_choices
+    from .speculative import check_gamma
+    if not isinstance(head, Eagle1Head):
+        raise ValueError("EAGLE-1 methods need an EAGLE-1 head: generate(..., draft=minispec.load_eagle1(target))"
+                         + ("" if head is None else f", got a {type(head).__name__}"))
+    if head.config.dim != target.config.dim or head.config.vocab_size != target.vocab_size:
+        raise ValueError("the head does not match the target (feature size or vocabulary differ)")
+    if head.device != target.device:
+        raise ValueError(f"the head is on {head.device}, the target on {target.device}")
+    return Eagle1Drafter(head, target, max_len, chain_choices(check_gamma(gamma)) if choices is None else choices)
+
+
+def _load_eagle1(target):
+    from .eagle import load_eagle1
+    from .data import DATA_DIR
+    return load_eagle1(DATA_DIR / "eagle1", target)
+
+
+def _load_draft(target):
+    from . import load_draft
+    return load_draft(target.device)
+
+
+def _eagle1_tree(target, head, max_len, choices):
+    return _eagle1(target, head, max_len, choices=choices)
+
+
+def _tree_choices():
+    from .eagle import TREE_CHOICES
+    return TREE_CHOICES
+
+
+GAMMA_HELP = "draft tokens per round (the chain's depth)"
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("ar", "plain autoregressive decoding with the KV cache (the baseline)"),
+    Method("sps", "speculative sampling with a draft language model (chapter 1)", _sps,
+           {"gamma": Option(2, GAMMA_HELP)}, "a draft language model (minispec.load_draft())", _load_draft),
+    Method("pld", "prompt lookup decoding: drafts copied from the context (chapter 1)", _pld,
+           {"gamma": Option(6, GAMMA_HELP),
+            "max_ngram": Option(3, "longest n-gram to look up"),
+            "min_ngram": Option(1, "shortest n-gram to look up")}),
+    Method("eagle1", "EAGLE-1: feature-level drafting with a trained head, as a chain (chapter 2)",
+           _eagle1, {"gamma": Option(4, GAMMA_HELP)},
+           "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
+    Method("eagle1-tree", "EAGLE-1 with a static draft tree (chapter 3)", _eagle1_tree,
+           {"choices": Option(None, "the tree as a JSON list of sibling-rank paths, e.g. "
+                                    "[[0],[1],[0,0]] (default: minispec.eagle.TREE_CHOICES)", json.loads)},
+           "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
+]}
+
+
+def get_method(name) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
+    return METHODS[name]
+
+
+def make_drafter(method: str, target, draft, max_len: int, **options):
+    """The drafter of `method` for one request of up to max_len tokens, options checked."""
+    m = get_method(method)
+    unknown = set(options) - set(m.options)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; "
+                         f"known: {sorted(m.options) or 'none'}")
+    if m.make_drafter is None:
+        raise ValueError(f"method {method!r} drafts nothing")
+    opts = m.defaults()
+    opts.update(options)
+    if "gamma" in opts and opts["gamma"] is not None:
+        from .speculative import check_gamma
+        check_gamma(opts["gamma"])
+    if "choices" in opts and opts["choices"] is None:
+        opts["choices"] = _tree_choices()
+    return m.make_drafter(target, draft, max_len, **opts)
