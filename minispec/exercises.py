@@ -9,6 +9,9 @@ says pass or fail and why. Reference solutions: `minispec.solutions`.
     exercises.check_rollback(my_rollback)               # chapter 0
     exercises.check_prompt_lookup(my_lookup)            # chapter 1
     exercises.check_verifier(my_verify)                 # chapter 1 (about 20 s on a CPU)
+    exercises.check_eagle_pairs(my_pairs)               # chapter 2
+    exercises.check_tree_mask(my_mask)                  # chapter 3
+    exercises.check_tree_greedy(my_verify_tree)         # chapter 3
 
 Every check is deterministic (fixed seeds, tiny random models on the CPU), so a grade does not
 depend on the machine.
@@ -282,3 +285,130 @@ def check_verifier(fn, n_samples: int = 3000) -> CheckResult:
                             "after all k are accepted sample the bonus token from p[k]")
         return f"3-token generations follow the target's exact distribution ({2 * n_samples} samples)"
     return _check("speculative sampling verifier", body)
+
+
+# ----------------------------------------------------------------------- chapter 2
+def check_eagle_pairs(fn) -> CheckResult:
+    """fn(tokens (T,), features (T, D)) -> (input_tokens, input_features, target_features): the
+    EAGLE-1 training pairs of one window. Position t reads the feature f_t with the token that
+    was sampled FROM it, x_{t+1} (the token shift), and learns to predict f_{t+1}; so T - 1 pairs."""
+    def body():
+        for T, D in [(6, 3), (2, 4), (9, 2)]:
+            g = torch.Generator().manual_seed(T)
+            tokens = torch.arange(100, 100 + T)
+            features = torch.randn(T, D, generator=g)
+            got = _call(f"your function (T={T})", fn, tokens.clone(), features.clone())
+            if not isinstance(got, (tuple, list)) or len(got) != 3:
+                raise _Fail("return three things: (input_tokens, input_features, target_features)")
+            toks, f_in, f_out = (torch.as_tensor(x) for x in got)
+            if toks.shape != (T - 1,) or f_in.shape != (T - 1, D) or f_out.shape != (T - 1, D):
+                raise _Fail(f"a window of T={T} gives T-1={T - 1} pairs: shapes ({T - 1},), ({T - 1}, {D}), "
+                            f"({T - 1}, {D}); got {tuple(toks.shape)}, {tuple(f_in.shape)}, {tuple(f_out.shape)}")
+            if torch.equal(toks, tokens[:-1]):
+                raise _Fail("input token t is x_t: that is the ablation WITHOUT the token shift. Pair f_t "
+                            "with x_{t+1}, the token sampled from f_t, so the head knows which token was chosen")
+            if not torch.equal(toks, tokens[1:]):
+                raise _Fail(f"input tokens should be x_1..x_{T - 1} (positions shifted one step ahead), "
+                            f"got ids {toks.tolist()} for tokens {tokens.tolist()}")
+            if not torch.equal(f_in, features[:-1]):
+                raise _Fail("input features should be f_0..f_{T-2}: the head reads f_t at position t")
+            if torch.equal(f_out, features[:-1]) or not torch.equal(f_out, features[1:]):
+                raise _Fail("targets should be the NEXT features f_1..f_{T-1}: position t predicts f_{t+1}")
+        return "the token-shifted pairs (x_{t+1}, f_t) -> f_{t+1} are right"
+    return _check("EAGLE-1 training pairs", body)
+
+
+# ----------------------------------------------------------------------- chapter 3
+def _random_trees(n_trees: int = 40, seed: int = 0):
+    rng = random.Random(seed)
+    trees = [[], [-1], [-1, 0, 1], [-1, -1, -1], [-1, -1, 0, 0, 1, 4]]
+    for _ in range(n_trees):
+        parents = []
+        for i in range(rng.randrange(1, 9)):
+            parents.append(rng.randrange(-1, i))
+        trees.append(parents)
+    return trees
+
+
+def check_tree_mask(fn) -> CheckResult:
+    """fn(parents: list[int]) -> the (N+1, N+1) additive float mask over [root, node 0, ...,
+    node N-1]: 0 where a row may look (the root, its ancestors, itself), -inf elsewhere.
+    parents[i] is node i's parent, -1 for the root, and parents come first."""
+    from .tree import DraftTree
+
+    def body():
+        for parents in _random_trees():
+            want = DraftTree([0] * len(parents), parents).mask()
+            got = _call(f"your function (parents {parents})", fn, list(parents))
+            if not isinstance(got, torch.Tensor):
+                raise _Fail(f"return a torch.Tensor, got {type(got).__name__}")
+            case = f"parents {parents}"
+            if got.dtype == torch.bool:
+                raise _Fail(f"{case}: a boolean mask; attention wants an ADDITIVE float mask (0 = visible, "
+                            "-inf = hidden): some implementations silently misread booleans")
+            if got.shape != want.shape:
+                raise _Fail(f"{case}: shape {tuple(got.shape)}, expected {tuple(want.shape)} (the root is row 0)")
+            seen, should = got == 0, want == 0
+            if torch.equal(seen, should) and bool((got[~seen] <= -1e9).all()):
+                continue
+            if torch.equal(seen, should):
+                raise _Fail(f"{case}: hidden entries must be -inf (or as negative as "
+                            "torch.finfo(torch.float32).min), so that softmax gives them no weight")
+            bad = (seen != should).nonzero()[0].tolist()
+            r, c = bad
+            if should[r, c] and c == 0:
+                hint = "every row sees the root (column 0): it is the last real token"
+            elif should[r, c] and r == c:
+                hint = "every node sees itself (the diagonal)"
+            elif should[r, c]:
+                hint = "a node sees ALL its ancestors, not only its parent: walk up the parents"
+            elif c > r:
+                hint = "a row sees nothing after it: children come after their parents"
+            else:
+                hint = "siblings and cousins are hidden: only the path from the root"
+            raise _Fail(f"{case}: row {r} column {c} is {'visible' if seen[r, c] else 'hidden'}; {hint}")
+        return "the tree mask is right on every tree (chains, stars, deep and random shapes)"
+    return _check("tree attention mask", body)
+
+
+def check_tree_greedy(fn) -> CheckResult:
+    """fn(tokens, parents, logits (N+1, V)) -> (accepted nodes, next token): greedy tree
+    verification. Row 0 of logits is the target after the root, row 1 + i after node i. From
+    the root, follow the child whose token is the target's argmax, as deep as it goes; then the
+    next token is the argmax at the last accepted node (the bonus, or the correction)."""
+    from .tree import DraftTree, verify_tree_greedy
+
+    def body():
+        g = torch.Generator().manual_seed(0)
+        V = 6
+        cases = []
+        for parents in _random_trees(120, seed=1):
+            tokens = torch.randint(0, V, (len(parents),), generator=g).tolist()
+            logits = torch.randn(len(parents) + 1, V, generator=g)
+            cases.append((tokens, parents, logits))
+        # a case where the right child is the SECOND sibling, and one where a deep path is accepted
+        cases.append(([1, 2, 3], [-1, -1, 1], torch.eye(V)[[2, 0, 3, 5]] * 5))
+        cases.append(([2, 2], [-1, 0], torch.eye(V)[[2, 2, 4]] * 5))
+        for tokens, parents, logits in cases:
+            want = verify_tree_greedy(DraftTree(tokens, parents), logits)
+            got = _call(f"your function (tokens {tokens}, parents {parents})", fn, list(tokens), list(parents), logits.clone())
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise _Fail("return (accepted_nodes, next_token)")
+            acc, nxt = _as_ids(got[0], "accepted nodes"), got[1]
+            nxt = int(nxt) if isinstance(nxt, (numbers.Integral, torch.Tensor)) else nxt
+            if (acc, nxt) == (list(want[0]), want[1]):
+                continue
+            case = f"tokens {tokens}, parents {parents}, the target's argmax per row {logits.argmax(-1).tolist()}"
+            if acc == list(want[0]):
+                hint = ("the next token comes from the row of the LAST ACCEPTED node (row 0 if none), "
+                        "not from the last row")
+            elif len(acc) < len(want[0]) and acc == list(want[0])[:len(acc)]:
+                hint = ("you stopped too early: when the first child does not match, try its siblings; "
+                        "keep walking down from every accepted node")
+            elif len(acc) > len(want[0]):
+                hint = "accept a child only if its token equals the argmax at its PARENT's row"
+            else:
+                hint = "walk from the root: at node a, the target's choice is argmax(logits[a + 1])"
+            raise _Fail(f"{case}: got ({acc}, {nxt}), expected ({list(want[0])}, {want[1]}); {hint}")
+        return f"greedy tree verification agrees on {len(cases)} trees"
+    return _check("greedy tree verification", body)

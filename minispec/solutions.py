@@ -51,3 +51,37 @@ def verify(drafts: list[int], q: torch.Tensor, p: torch.Tensor, generator=None):
         r = r / r.sum() if r.sum() > 0 else p[i]
         return i, int(torch.multinomial(r, 1, generator=generator))
     return len(drafts), int(torch.multinomial(p[len(drafts)], 1, generator=generator))  # bonus
+
+
+def eagle_pairs(tokens: torch.Tensor, features: torch.Tensor):
+    """Chapter 2: EAGLE-1's training pairs with the token shift: (x_{t+1}, f_t) -> f_{t+1}."""
+    return tokens[1:], features[:-1], features[1:]
+
+
+def tree_mask(parents: list[int]) -> torch.Tensor:
+    """Chapter 3: the additive attention mask over [root, nodes] of a draft tree."""
+    n = len(parents) + 1
+    mask = torch.full((n, n), float("-inf"))
+    for row in range(n):
+        mask[row, 0] = 0.0                      # the root
+        node = row - 1
+        while node >= 0:                        # the node itself, then its ancestors
+            mask[row, node + 1] = 0.0
+            node = parents[node]
+    return mask
+
+
+def tree_greedy(tokens: list[int], parents: list[int], logits: torch.Tensor):
+    """Chapter 3: greedy tree verification. Returns (accepted nodes, next token)."""
+    accepted, node = [], -1
+    while True:
+        choice = int(logits[node + 1].argmax())            # the target's token after `node`
+        child = None
+        for i, parent in enumerate(parents):
+            if parent == node and tokens[i] == choice:
+                child = i
+                break
+        if child is None:
+            return accepted, choice
+        accepted.append(child)
+        node = child

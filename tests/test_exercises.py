@@ -167,3 +167,58 @@ def test_verifier_checker_reports_a_crash_and_a_bad_return():
     assert not r and "ZeroDivisionError" in r.message
     r = exercises.check_verifier(lambda d, q, p, g: len(d))
     assert not r and "(n_accepted, next_token)" in r.message
+
+
+# ------------------------------------------------------------------ chapters 2 and 3
+def test_eagle_pairs_checker():
+    assert exercises.check_eagle_pairs(solutions.eagle_pairs)
+    assert not exercises.check_eagle_pairs(lambda t, f: (t[:-1], f[:-1], f[1:]))      # no token shift
+    assert not exercises.check_eagle_pairs(lambda t, f: (t[1:], f[:-1], f[:-1]))      # predicts f_t
+    assert not exercises.check_eagle_pairs(lambda t, f: (t[1:], f[1:], f[1:]))        # reads f_{t+1}
+    assert not exercises.check_eagle_pairs(lambda t, f: (t, f, f))                     # no pairs at all
+
+
+def test_tree_mask_checker():
+    assert exercises.check_tree_mask(solutions.tree_mask)
+
+    def parent_only(parents):                      # forgets the grandparents
+        n = len(parents) + 1
+        m = torch.full((n, n), float("-inf"))
+        m[:, 0] = 0.0
+        for i, a in enumerate(parents):
+            m[i + 1, i + 1] = m[i + 1, a + 1] = 0.0
+        return m
+    causal = lambda parents: torch.full((len(parents) + 1,) * 2, float("-inf")).triu(1)   # a chain's mask
+    boolean = lambda parents: solutions.tree_mask(parents) == 0
+    no_root = lambda parents: torch.cat([torch.full((len(parents) + 1, 1), float("-inf")),
+                                         solutions.tree_mask(parents)[:, 1:]], 1)
+    for wrong in (parent_only, causal, boolean, no_root):
+        assert not exercises.check_tree_mask(wrong), wrong
+
+
+def test_tree_greedy_checker():
+    assert exercises.check_tree_greedy(solutions.tree_greedy)
+
+    def first_child_only(tokens, parents, logits):   # never tries a second sibling
+        acc, node = [], -1
+        while True:
+            c = int(logits[node + 1].argmax())
+            kids = [i for i, a in enumerate(parents) if a == node]
+            if not kids or tokens[kids[0]] != c:
+                return acc, c
+            acc.append(kids[0])
+            node = kids[0]
+
+    def bonus_from_last_row(tokens, parents, logits):
+        acc, _ = solutions.tree_greedy(tokens, parents, logits)
+        return acc, int(logits[-1].argmax())
+
+    def any_depth(tokens, parents, logits):         # matches tokens against their own row
+        acc, node = [], -1
+        for i, a in enumerate(parents):
+            if a == node and tokens[i] == int(logits[i + 1].argmax()):
+                acc.append(i)
+                node = i
+        return acc, int(logits[node + 1].argmax())
+    for wrong in (first_child_only, bonus_from_last_row, any_depth):
+        assert not exercises.check_tree_greedy(wrong), wrong
