@@ -87,35 +87,42 @@ def cmd_demo(args):
 
 def _drafts(methods, target):
     """The shipped draft model of every method that needs one."""
+    from .bench import base_method
     from .methods import get_method
-    return {m: get_method(m).load_draft(target) for m in methods if get_method(m).load_draft}
+    loaded = {}
+    for m in dict.fromkeys(base_method(m) for m in methods):
+        if get_method(m).load_draft:
+            loaded[m] = get_method(m).load_draft(target)
+    return loaded
 
 
 def _options(args, methods):
     """The method options given on the command line, per method: each option flag takes VALUE
     (every listed method that has the option) or METHOD=VALUE,METHOD=VALUE..."""
     import re
+    from .bench import base_method
     from .methods import METHODS, get_method
+    base = lambda m: get_method(base_method(m))
     out = {m: {} for m in methods}
     for name in sorted({o for m in METHODS.values() for o in m.options}):
         text = getattr(args, name, None)
         if text is None:
             continue
         flag = "--" + name.replace("_", "-")
-        having = [m for m in methods if name in get_method(m).options]
+        having = [m for m in methods if name in base(m).options]
         users = [m.name for m in METHODS.values() if name in m.options]
-        if "=" in text and text.split("=")[0] in METHODS:   # sps=4,pld=6
-            items = [item.split("=", 1) for item in re.split(r",(?=[a-z0-9-]+=)", text)]
+        if "=" in text and base_method(text.split("=")[0]) in METHODS:   # sps=4,pld=6
+            items = [item.split("=", 1) for item in re.split(r",(?=[a-z0-9@-]+=)", text)]
         else:
             items = [(m, text) for m in having]
             if not having:
                 raise ValueError(f"{flag}: method(s) {', '.join(methods)} take no {name}; it is an "
                                  f"option of {', '.join(users)}")
         for m, v in items:
-            if m not in methods or name not in get_method(m).options:
+            if m not in methods or name not in base(m).options:
                 raise ValueError(f"{flag} {m}=...: method {m!r} is not run or takes no {name}")
             try:
-                out[m][name] = get_method(m).options[name].parse(v)
+                out[m][name] = base(m).options[name].parse(v)
             except ValueError as e:
                 raise ValueError(f"{flag} takes VALUE or METHOD=VALUE,...; {v!r}: {e}") from None
     return out
@@ -165,6 +172,24 @@ def cmd_sweep(args):
             per = summary["methods"][m]
             print(f"gamma {g} {m:4s} " + "  ".join(f"{d}: tau {r['mean_acceptance_length']:.2f} "
                                                      f"x{r['speedup'] or 0:.2f}" for d, r in per.items()))
+    print(f"wrote {args.out}")
+
+
+def cmd_ablate(args):
+    import json
+    from pathlib import Path
+    from .eagle import compare_heads, load_eagle1
+    target, tok = _load(args)
+    heads = {}
+    for item in args.heads.split(","):
+        name, _, folder = item.partition("=")
+        heads[name] = load_eagle1(folder, target)
+    result = compare_heads(target, tok, heads, gamma=args.gamma, limit=args.limit,
+                           max_new_tokens=args.max_new_tokens)
+    for name, per in result["heads"].items():
+        print(f"{name:16s} " + "  ".join(f"{d}: tau {r['tau']:.2f}" for d, r in per.items()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
@@ -243,6 +268,17 @@ def main(argv=None):
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     _sampling_args(s)
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("ablate", help="compare EAGLE-1 heads by tau (chapter 2's ablations)")
+    s.add_argument("--heads", default="full=runs/ablation-full/model,no-token-shift=runs/ablation-noshift/model,"
+                                      "no-feature-loss=runs/ablation-nofeature/model",
+                   help="NAME=FOLDER,... of heads trained with python -m minispec train eagle1 [--no-...]")
+    s.add_argument("--gamma", type=int, default=4)
+    s.add_argument("--limit", type=int, default=5, help="prompts per domain")
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    s.add_argument("--out", default="results/ablations.json")
+    s.add_argument("--device")
+    s.set_defaults(func=cmd_ablate)
 
     s = sub.add_parser("export-hf", help="export a model folder to the Hugging Face Llama format")
     s.add_argument("--model", help="a model folder (default: the shipped target, wherever minispec is installed)")

@@ -27,6 +27,12 @@ from .methods import get_method
 from .stats import GenerationStats
 
 
+def base_method(label: str) -> str:
+    """A benchmarked method may be a variant, METHOD@NAME (e.g. eagle1-tree@t8 with its own
+    options), so that several settings of one method share one run and one baseline."""
+    return label.split("@", 1)[0]
+
+
 def run_bench(target, tokenizer, methods, drafts=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
@@ -34,7 +40,8 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
-    method_options: method -> extra options for generate (e.g. {"sps": {"gamma": 4}})
+    method_options: method -> extra options for generate (e.g. {"sps": {"gamma": 4}}); a method
+                    may be a variant METHOD@NAME with options of its own
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -43,7 +50,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     from tqdm.auto import tqdm
     methods = list(dict.fromkeys(["ar", *methods]))  # ar is the baseline of every ratio
     for m in methods:
-        get_method(m)
+        get_method(base_method(m))
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     drafts, method_options = drafts or {}, method_options or {}
@@ -55,7 +62,8 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
 
     def run(method, ids, seed):
         return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
-                        method=method, draft=drafts.get(method), **method_options.get(method, {}))
+                        method=base_method(method), draft=drafts.get(method, drafts.get(base_method(method))),
+                        **method_options.get(method, {}))
 
     first = tokenizer.encode(questions[0]["turns"][0])
     for m in methods:  # warm-up: first calls pay for allocation and kernel selection

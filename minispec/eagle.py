@@ -222,22 +222,56 @@ def load_eagle1(directory, target, verify: bool = True) -> Eagle1Head:
     return head.to(target.device).eval()
 
 
+@torch.no_grad()
+def compare_heads(target, tokenizer, heads: dict, gamma: int = 4, limit: int = 5,
+                  max_new_tokens: int = 128, progress: bool = True) -> dict:
+    """The ablation table: every head drafts greedy chains of `gamma` on the first `limit`
+    evaluation prompts of each domain. Per head and domain: tau, acceptance per position, and
+    whether the output equals plain greedy decoding. Hardware-independent (no timings)."""
+    from tqdm.auto import tqdm
+    from .data import load_prompts
+    from .generation import generate
+    from .stats import GenerationStats
+    questions = load_prompts(limit=limit)
+    out = {}
+    for name, head in heads.items():
+        per, lossless = {}, {}
+        for q in tqdm(questions, desc=f"head {name}", disable=not progress):
+            ids = tokenizer.encode(q["turns"][0])
+            g = generate(target, ids, max_new_tokens, eos_id=tokenizer.eot_id, method="eagle1",
+                         draft=head, gamma=gamma)
+            plain = generate(target, ids, max_new_tokens, eos_id=tokenizer.eot_id).tokens
+            d = q["category"]
+            per[d] = per.get(d, GenerationStats()).merge(g.stats)
+            lossless[d] = lossless.get(d, True) and g.tokens == plain
+        out[name] = {d: {"tau": round(st.mean_acceptance_length, 3),
+                         "acceptance_per_pos": [round(a, 3) for a in st.acceptance_per_pos],
+                         "lossless": lossless[d]} for d, st in per.items()}
+    return {"gamma": gamma, "limit": limit, "max_new_tokens": max_new_tokens, "heads": out}
+
+
 # ----------------------------------------------------------------------------- drafting
 def chain_choices(gamma: int) -> list[list[int]]:
     """A chain of gamma drafts as a choice list: [[0], [0, 0], ...]."""
     return [[0] * d for d in range(1, gamma + 1)]
 
 
-# The static tree of method eagle1-tree, in the spirit of the reference's choice lists (wide
-# near the root, where the head is least sure of its ranking, one deep spine along the best
-# guesses); 16 nodes, depth 6, chosen by measurement on a CPU (see chapter 3). A GPU verifies
-# 60 nodes as fast as 1 and prefers the reference's larger trees.
-TREE_CHOICES = [[0], [1], [2], [3],
-                [0, 0], [0, 1], [1, 0], [2, 0],
-                [0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0],
-                [0, 0, 0, 0], [0, 0, 0, 1],
-                [0, 0, 0, 0, 0],
-                [0, 0, 0, 0, 0, 0]]
+# Static trees, named by their number of nodes, in the spirit of the reference's choice lists:
+# wide near the root, where the head is least sure of its ranking, and a deep spine along its
+# best guesses. t26 has the reference's size (25-26 nodes, depth 5), which a GPU verifies about
+# as fast as one token; on a CPU every verified token costs, and chapter 3 measures which wins.
+TREES = {
+    "t4": [[0], [1], [0, 0], [0, 0, 0]],
+    "t8": [[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 0, 0]],
+    "t12": [[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0],
+            [0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]],
+    "t16": [[0], [1], [2], [3], [0, 0], [0, 1], [1, 0], [2, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0],
+            [1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]],
+    "t26": [[0], [1], [2], [3], [4], [0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [1, 1], [2, 0], [2, 1],
+            [3, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 2, 0], [2, 0, 0], [0, 0, 0, 0],
+            [0, 0, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1]],
+}
+TREE_CHOICES = TREES["t16"]   # method eagle1-tree's default, chosen by measurement (chapter 3)
 
 
 def check_choices(choices) -> list[tuple[int, ...]]:

@@ -83,6 +83,17 @@ def _tree_choices():
     return TREE_CHOICES
 
 
+def _parse_choices(text: str):
+    """A tree named in minispec.eagle.TREES, or a JSON list of sibling-rank paths."""
+    from .eagle import TREES
+    if text in TREES:
+        return TREES[text]
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(f"not a tree name ({', '.join(TREES)}) nor a JSON list of paths") from None
+
+
 GAMMA_HELP = "draft tokens per round (the chain's depth)"
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ar", "plain autoregressive decoding with the KV cache (the baseline)"),
@@ -96,8 +107,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            _eagle1, {"gamma": Option(4, GAMMA_HELP)},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
     Method("eagle1-tree", "EAGLE-1 with a static draft tree (chapter 3)", _eagle1_tree,
-           {"choices": Option(None, "the tree as a JSON list of sibling-rank paths, e.g. "
-                                    "[[0],[1],[0,0]] (default: minispec.eagle.TREE_CHOICES)", json.loads)},
+           {"choices": Option(None, "the tree: a name from minispec.eagle.TREES or a JSON list of "
+                                    "sibling-rank paths, e.g. [[0],[1],[0,0]] (default: TREE_CHOICES)",
+                              _parse_choices)},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
 ]}
 

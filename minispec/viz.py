@@ -234,3 +234,136 @@ def plot_round(record: dict, tokenizer, ax=None):
     ax.set_title(f"one round: {k} drafts, {n} accepted, +1 {kind} token = {n + 1} tokens for one target pass",
                  fontsize=9)
     return ax
+
+
+# ----------------------------------------------------------------------------- trees (chapter 3)
+def tree_fates(tree, accepted: list[int]) -> list[str]:
+    """The fate of every node of a verified tree: "accepted" (on the accepted path), "rejected"
+    (tried and refused: children of a visited node tried before the accepted one, or all of the
+    last visited node's children), "unchecked" (never looked at). Siblings are tried in order."""
+    fates = ["unchecked"] * len(tree)
+    visited = [-1] + list(accepted)
+    for depth, node in enumerate(visited):
+        nxt = accepted[depth] if depth < len(accepted) else None
+        for child in tree.children(node):
+            if child == nxt:
+                fates[child] = "accepted"
+                break
+            fates[child] = "rejected"
+    return fates
+
+
+class TreeStepper:
+    """One tree round at a time with an EAGLE-1 head (method "eagle1-tree", or "eagle1" for a
+    chain), through the package's own speculative_round. step() returns a record with the tree,
+    the accepted nodes, every node's fate, the target's top choice after the root and after
+    every node, and the rows the coloured trace reads ("drafts": the accepted path)."""
+
+    def __init__(self, target, head, prompt_ids, choices=None, params=SamplingParams(0.0), seed=0):
+        from .eagle import Eagle1Drafter
+        from .generation import check_prompt
+        self.target, self.params = target, params
+        self.tokens = check_prompt(prompt_ids, 1, target.max_seq_len)
+        self.prompt_len = len(self.tokens)
+        self.drafter = Eagle1Drafter(head, target, target.max_seq_len, choices)
+        self.cache = target.new_cache(target.max_seq_len + self.drafter.extra_nodes)
+        self.generator = torch.Generator(device=target.device).manual_seed(seed)
+        self.history: list[dict] = []
+        if len(self.tokens) > 1:
+            with torch.inference_mode():
+                out = target(torch.tensor([self.tokens[:-1]], device=target.device), cache=self.cache,
+                             hidden_layers=self.drafter.feature_layers, logits_to_keep=1)
+                self.drafter.observe(self.tokens, {i: h[0] for i, h in out.hidden_states.items()})
+
+    @torch.inference_mode()
+    def step(self) -> dict:
+        from .speculative import speculative_round
+        k = min(self.drafter.gamma, self.target.max_seq_len - len(self.tokens) - 1)
+        if k < 1:
+            raise ValueError("the context is full")
+        start = len(self.tokens)
+        r = speculative_round(self.target, self.cache, self.drafter, self.tokens, k, self.params, self.generator)
+        tree, acc = r.tree, r.accepted
+        leaf = not tree.children(acc[-1] if acc else -1)
+        record = {"start": start, "last_token": self.tokens[start - 1], "tree": tree, "accepted": acc,
+                  "fates": tree_fates(tree, acc), "next_token": r.next_token, "greedy": self.params.greedy,
+                  "target_choice": r.logits.argmax(-1).tolist(), "n_accepted": len(acc),
+                  "drafts": [{"token": tree.tokens[i], "accepted": True, "checked": True} for i in acc],
+                  "bonus": len(tree) > 0 and leaf}
+        self.history.append(record)
+        return record
+
+    def run(self, max_new_tokens: int) -> list[dict]:
+        while len(self.tokens) - self.prompt_len < max_new_tokens and len(self.tokens) < self.target.max_seq_len - 1:
+            self.step()
+        return self.history
+
+
+def tree_layout(tree) -> dict[int, tuple[float, int]]:
+    """(x, depth) of every node (-1 = the root): leaves side by side, parents centred above."""
+    pos, nxt = {}, [0.0]
+
+    def place(node, depth):
+        kids = tree.children(node)
+        if not kids:
+            pos[node] = (nxt[0], depth)
+            nxt[0] += 1.0
+        else:
+            for c in kids:
+                place(c, depth + 1)
+            pos[node] = (sum(pos[c][0] for c in kids) / len(kids), depth)
+    place(-1, 0)
+    return pos
+
+
+def plot_tree(record: dict, tokenizer, ax=None):
+    """A verified draft tree: the root (the last token) on top, each node's token, coloured by
+    fate (accepted path, rejected, never checked), and the token the target added."""
+    import matplotlib.pyplot as plt
+    tree, fates = record["tree"], record["fates"]
+    pos = tree_layout(tree)
+    width = max(x for x, _ in pos.values()) + 1
+    depth = max(d for _, d in pos.values())
+    ax = ax or plt.subplots(figsize=(max(5, 1.15 * width), 1.1 * (depth + 2)))[1]
+    name = lambda t: repr(tokenizer.token_str(t))[:10]
+    color = {"accepted": FATE_COLORS["accepted"], "rejected": FATE_COLORS["rejected"],
+             "unchecked": FATE_COLORS["unchecked"]}
+    for node, (x, d) in pos.items():
+        if node >= 0:
+            px, pd = pos[tree.parents[node]]
+            on_path = fates[node] == "accepted"
+            ax.plot([px, x], [-pd, -d], color="#2d6a4f" if on_path else "#bbb", lw=2.5 if on_path else 1, zorder=1)
+    for node, (x, d) in pos.items():
+        text = ("root\n" + name(record["last_token"])) if node < 0 else name(tree.tokens[node])
+        fc = "#ffffff" if node < 0 else color[fates[node]]
+        ax.text(x, -d, text, ha="center", va="center", fontsize=8, zorder=2,
+                bbox=dict(boxstyle="round,pad=0.3", fc=fc, ec="#555"))
+    last = record["accepted"][-1] if record["accepted"] else -1
+    x, d = pos[last]
+    kind = "bonus" if record["bonus"] else "correction"
+    ax.annotate(f"{kind}: {name(record['next_token'])}", (x, -d - 0.25), (x, -d - 0.85), ha="center",
+                fontsize=8, bbox=dict(boxstyle="round,pad=0.3", fc=FATE_COLORS[kind], ec="#555"),
+                arrowprops=dict(arrowstyle="<-", color="#333"))
+    ax.set_xlim(-0.7, width - 0.3); ax.set_ylim(-depth - 1.3, 0.6); ax.axis("off")
+    ax.set_title(f"{len(tree)} drafted nodes, {len(record['accepted'])} accepted, +1 {kind} token", fontsize=9)
+    return ax
+
+
+def plot_tree_mask(tree, tokenizer=None, accepted=(), ax=None):
+    """The tree's attention mask over [root, nodes]: a dark cell = the row's token may attend to
+    the column's (the cached prefix, not drawn, is visible to every row). Rows of the accepted
+    path are marked with a bar on the left."""
+    import matplotlib.pyplot as plt
+    visible = (tree.mask() == 0).float().numpy()
+    n = visible.shape[0]
+    ax = ax or plt.subplots(figsize=(0.32 * n + 2, 0.32 * n + 1.2))[1]
+    ax.imshow(visible, cmap="Greens", vmin=0, vmax=1.3)
+    labels = ["root"] + [f"{i}" + (f" {tokenizer.token_str(t)!r}"[:9] if tokenizer else "")
+                         for i, t in enumerate(tree.tokens)]
+    ax.set_xticks(range(n)); ax.set_yticks(range(n))
+    ax.set_xticklabels(["root"] + [str(i) for i in range(n - 1)], fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
+    for i in accepted:
+        ax.add_patch(plt.Rectangle((-0.5, i + 0.5), n, 1, fill=False, ec="#d62828", lw=1.5))
+    ax.set_xlabel("attends to (key)"); ax.set_ylabel("node (query)")
+    return ax
