@@ -155,7 +155,8 @@ def cmd_bench(args):
     target, tok = _load(args)
     methods = args.methods.split(",")
     summary = run_bench(target, tok, methods, drafts=_drafts(methods, target),
-                        method_options=_options(args, methods), out_dir=args.out, **_bench_kwargs(args))
+                        method_options=_options(args, methods), out_dir=args.out,
+                        cost_curve_max=args.cost_curve, **_bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 
@@ -180,12 +181,18 @@ def cmd_ablate(args):
     from pathlib import Path
     from .eagle import compare_heads, load_eagle1
     target, tok = _load(args)
-    heads = {}
+    from .checkpoint import read_manifest
+    heads, trained = {}, {}
     for item in args.heads.split(","):
         name, _, folder = item.partition("=")
         heads[name] = load_eagle1(folder, target)
+        info = read_manifest(folder)
+        trained[name] = {"command": info["training"]["command"], "val": info["val"],
+                         "steps": info["training"]["config"]["steps"],
+                         "train_time_s": info["training"]["train_time_s"]}
     result = compare_heads(target, tok, heads, gamma=args.gamma, limit=args.limit,
                            max_new_tokens=args.max_new_tokens)
+    result["training"] = trained
     for name, per in result["heads"].items():
         print(f"{name:16s} " + "  ".join(f"{d}: tau {r['tau']:.2f}" for d, r in per.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +263,8 @@ def main(argv=None):
     _add_option_flags(s)
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     s.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    s.add_argument("--cost-curve", type=int, default=0, metavar="N",
+                   help="also measure the target's forward cost T(n) for n = 1..N (verifying a tree of N-1 nodes)")
     _sampling_args(s)
     s.set_defaults(func=cmd_bench)
 

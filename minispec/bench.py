@@ -36,12 +36,14 @@ def base_method(label: str) -> str:
 def run_bench(target, tokenizer, methods, drafts=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
-              progress=True) -> dict:
+              progress=True, cost_curve_max: int = 0) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
     method_options: method -> extra options for generate (e.g. {"sps": {"gamma": 4}}); a method
                     may be a variant METHOD@NAME with options of its own
+    cost_curve_max: also measure the target's forward cost T(n), n = 1..cost_curve_max, after the
+                    generations (what verifying a chain or tree of n - 1 drafts costs)
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -129,6 +131,9 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                           ("prefill", st.prefill_time), ("draft", st.draft_time), ("target", st.target_time),
                           ("verify", st.verify_time), ("bookkeeping", st.bookkeeping_time))}}
         summary["methods"][m] = per
+    if cost_curve_max:
+        from .costs import cost_curve
+        summary["target_cost"] = cost_curve(target, range(1, cost_curve_max + 1))
     if out_dir is not None:
         out_dir = Path(out_dir)
         (out_dir / "answers").mkdir(parents=True, exist_ok=True)
