@@ -193,8 +193,9 @@ def cmd_ablate(args):
     result = compare_heads(target, tok, heads, gamma=args.gamma, limit=args.limit,
                            max_new_tokens=args.max_new_tokens)
     result["training"] = trained
-    for name, per in result["heads"].items():
-        print(f"{name:16s} " + "  ".join(f"{d}: tau {r['tau']:.2f}" for d, r in per.items()))
+    for name, by_temp in result["heads"].items():
+        for temp, per in by_temp.items():
+            print(f"{name:16s} {temp:6s} " + "  ".join(f"{d}: tau {r['tau']:.2f}" for d, r in per.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -124,7 +124,7 @@ def evaluate_head(head: Eagle1Head, target, val: dict) -> dict[str, dict[str, fl
     return out
 
 
-EAGLE1_TRAIN = dict(steps=4000, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.0,
+EAGLE1_TRAIN = dict(steps=4000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
                     grad_clip=0.5, eval_every=250, eval_windows=16)
 
 
@@ -224,10 +224,12 @@ def load_eagle1(directory, target, verify: bool = True) -> Eagle1Head:
 
 @torch.no_grad()
 def compare_heads(target, tokenizer, heads: dict, gamma: int = 4, limit: int = 5,
-                  max_new_tokens: int = 128, progress: bool = True) -> dict:
-    """The ablation table: every head drafts greedy chains of `gamma` on the first `limit`
-    evaluation prompts of each domain. Per head and domain: tau, acceptance per position, and
-    whether the output equals plain greedy decoding. Hardware-independent (no timings)."""
+                  max_new_tokens: int = 128, temperatures=(0.0, 1.0), seed: int = 0,
+                  progress: bool = True) -> dict:
+    """The ablation table: every head drafts chains of `gamma` on the first `limit` evaluation
+    prompts of each domain, greedy and sampling. Per head, temperature and domain: tau,
+    acceptance per position, and (greedy) whether the output equals plain greedy decoding.
+    Hardware-independent: no timings."""
     from tqdm.auto import tqdm
     from .data import load_prompts
     from .generation import generate
@@ -235,19 +237,22 @@ def compare_heads(target, tokenizer, heads: dict, gamma: int = 4, limit: int = 5
     questions = load_prompts(limit=limit)
     out = {}
     for name, head in heads.items():
-        per, lossless = {}, {}
-        for q in tqdm(questions, desc=f"head {name}", disable=not progress):
-            ids = tokenizer.encode(q["turns"][0])
-            g = generate(target, ids, max_new_tokens, eos_id=tokenizer.eot_id, method="eagle1",
-                         draft=head, gamma=gamma)
-            plain = generate(target, ids, max_new_tokens, eos_id=tokenizer.eot_id).tokens
-            d = q["category"]
-            per[d] = per.get(d, GenerationStats()).merge(g.stats)
-            lossless[d] = lossless.get(d, True) and g.tokens == plain
-        out[name] = {d: {"tau": round(st.mean_acceptance_length, 3),
-                         "acceptance_per_pos": [round(a, 3) for a in st.acceptance_per_pos],
-                         "lossless": lossless[d]} for d, st in per.items()}
-    return {"gamma": gamma, "limit": limit, "max_new_tokens": max_new_tokens, "heads": out}
+        out[name] = {}
+        for temp in temperatures:
+            per, lossless = {}, {}
+            for q in tqdm(questions, desc=f"head {name}, T={temp}", disable=not progress):
+                ids = tokenizer.encode(q["turns"][0])
+                kw = dict(temperature=temp, seed=seed + q["question_id"], eos_id=tokenizer.eot_id)
+                g = generate(target, ids, max_new_tokens, method="eagle1", draft=head, gamma=gamma, **kw)
+                d = q["category"]
+                per[d] = per.get(d, GenerationStats()).merge(g.stats)
+                if temp == 0:
+                    lossless[d] = lossless.get(d, True) and g.tokens == generate(target, ids, max_new_tokens, **kw).tokens
+            out[name][f"T={temp:g}"] = {d: {"tau": round(st.mean_acceptance_length, 3),
+                                            "acceptance_per_pos": [round(a, 3) for a in st.acceptance_per_pos],
+                                            "lossless": lossless.get(d)} for d, st in per.items()}
+    return {"gamma": gamma, "limit": limit, "max_new_tokens": max_new_tokens,
+            "temperatures": list(temperatures), "heads": out}
 
 
 # ----------------------------------------------------------------------------- drafting

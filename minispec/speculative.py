@@ -199,7 +199,7 @@ def speculative_generate(target, prompt: list[int], max_new_tokens: int, params:
         stats.target_time += r.times[1]
         stats.verify_time += r.times[2]
         if len(r.tree):
-            stats.record_round(len(r.tree), len(r.accepted))
+            stats.record_round(len(r.tree), len(r.accepted), max(r.tree.depth))
         else:  # nothing proposed (no lookup match, or one token left): a plain decoding step
             stats.accept_lengths.append(1)
         new = [r.tree.tokens[i] for i in r.accepted] + [r.next_token]

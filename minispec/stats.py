@@ -47,13 +47,16 @@ class GenerationStats:
         """Everything else: building tensors, rolling caches back, the loop itself."""
         return self.wall_time - self.prefill_time - self.draft_time - self.target_time - self.verify_time
 
-    def record_round(self, num_proposed: int, num_accepted: int) -> None:
-        """One drafting round: num_proposed drafted, the first num_accepted of them kept."""
+    def record_round(self, num_proposed: int, num_accepted: int, depth: int | None = None) -> None:
+        """One drafting round: num_proposed drafted, num_accepted of them kept (a chain's first
+        ones, or a tree's path from the root). depth: the tree's depth (a chain: num_proposed);
+        accepted_per_pos counts positions along the path, so it has one entry per level."""
         self.num_drafts += 1
         self.num_draft_tokens += num_proposed
         self.num_accepted_tokens += num_accepted
-        if len(self.accepted_per_pos) < num_proposed:
-            self.accepted_per_pos.extend([0] * (num_proposed - len(self.accepted_per_pos)))
+        levels = num_proposed if depth is None else depth
+        if len(self.accepted_per_pos) < levels:
+            self.accepted_per_pos.extend([0] * (levels - len(self.accepted_per_pos)))
         for i in range(num_accepted):
             self.accepted_per_pos[i] += 1
         self.accept_lengths.append(num_accepted + 1)

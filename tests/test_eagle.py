@@ -202,3 +202,14 @@ def test_the_exact_test_catches_a_drafter_that_forgets_to_renormalise_q(monkeypa
     counts = sequence_frequencies(target, PROMPT, params, 3000, method="eagle1-tree",
                                   draft=random_head(target, 0), choices=TREE)
     assert not chi_square_ok(counts, exact)
+
+
+def test_tree_statistics_count_nodes_drafted_and_levels_accepted():
+    target = tiny_model()
+    s = generate(target, PROMPT, 30, method="eagle1-tree", draft=random_head(target), choices=TREE).stats
+    depth = max(len(c) for c in TREE)
+    assert len(s.accepted_per_pos) == depth                      # one entry per level, not per node
+    assert s.num_accepted_tokens == sum(s.accepted_per_pos)
+    assert s.accepted_per_pos == sorted(s.accepted_per_pos, reverse=True)
+    assert s.num_draft_tokens <= len(TREE) * s.num_drafts         # nodes, not levels (rounds near the
+    assert s.num_draft_tokens > depth * s.num_drafts              # end are cut to the tokens left)
