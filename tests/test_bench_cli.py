@@ -77,6 +77,9 @@ def test_cli_generate_prints_text_and_speed():
     (["--prompt", "x", "--method", "sps", "--gamma", "0"], "gamma"),
     (["--prompt", "x", "--gamma", "3"], "method(s) ar take no gamma"),     # not silently ignored
     (["--prompt", "x", "--temperature", "1e-300"], "too small"),
+    (["--prompt", "x", "--method", "eagle1-tree", "--choices", "t99"], "not a tree name"),
+    (["--prompt", "x", "--method", "eagle1-tree", "--choices", "[[0],[2]]"], "elder sibling"),
+    (["--prompt", "x", "--method", "eagle2000"], "unknown method"),
 ])
 def test_cli_bad_input_is_one_clear_line(args, message):
     r = cli("generate", *args)
@@ -131,3 +134,22 @@ def test_cli_export_hf_works_outside_the_checkout(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "hf" / "model.safetensors").exists()
+
+
+def test_cli_runs_the_eagle_methods_with_their_options():
+    for args in (["--method", "eagle1", "--gamma", "3"], ["--method", "eagle1-tree", "--choices", "t8"],
+                 ["--method", "eagle1-tree", "--choices", "[[0],[1],[0,0]]"]):
+        r = cli("generate", "--prompt", "Question: Ava has 3 apples.", "--max-new-tokens", "12", *args)
+        assert r.returncode == 0, r.stderr
+        assert "tau" in r.stdout
+
+
+def test_bench_variants_share_one_run(shipped):
+    target, draft, tok = shipped
+    head = minispec.load_eagle1(target)
+    s = run_bench(target, tok, ["eagle1-tree@a", "eagle1-tree@b"], drafts={"eagle1-tree": head},
+                  method_options={"eagle1-tree@a": {"choices": [[0]]}, "eagle1-tree@b": {"choices": [[0], [1]]}},
+                  domains=["math"], limit=1, max_new_tokens=12, progress=False, cost_curve_max=3)
+    assert list(s["methods"]) == ["ar", "eagle1-tree@a", "eagle1-tree@b"]
+    assert all(s["methods"][m]["math"]["lossless"] for m in s["methods"])
+    assert s["target_cost"]["n"] == [1, 2, 3]

@@ -1,0 +1,55 @@
+"""Self-distillation data: batches depend only on (seed, step), carry the target's hidden states
+at the requested layers (the final one always), regenerated windows continue their corpus prefix
+with the target's own tokens, and a disk cache returns exactly what was computed."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, tiny_model
+from minispec.distill import SelfDistillation
+
+TOKENS = {"a": np.arange(0, 2000, dtype=np.uint16) % 64, "b": (np.arange(0, 2000, dtype=np.uint16) * 7) % 64}
+
+
+def test_batches_are_deterministic_and_carry_the_target_states():
+    target = tiny_model()
+    data = SelfDistillation(target, TOKENS, batch_size=3, seq_len=16, layers=(1,), seed=5)
+    a, b = data.batch(7), data.batch(7)
+    assert torch.equal(a.ids, b.ids) and not torch.equal(a.ids, data.batch(8).ids)
+    assert set(a.hidden) == {1, TINY.n_layers} and a.feature(target).shape == (3, 16, TINY.dim)
+    with torch.no_grad():
+        want = target(a.ids, hidden_layers=(1, TINY.n_layers))
+    torch.testing.assert_close(a.hidden[1], want.hidden_states[1])
+    torch.testing.assert_close(target.lm_head(a.feature(target)), want.logits)  # p is recomputable
+
+
+def test_regenerated_windows_keep_the_prefix_and_follow_the_target():
+    target = tiny_model()
+    with torch.no_grad():
+        target.lm_head.weight.mul_(50.0)          # near-greedy: sampled continuations = argmax
+    data = SelfDistillation(target, TOKENS, batch_size=2, seq_len=12, source="regenerated", prompt_len=4)
+    b = data.batch(0)
+    assert torch.equal(b.ids[:, :4], data.windows(0)[:, :4])
+    with torch.no_grad():
+        best = target(b.ids).logits.argmax(-1)
+    assert (b.ids[:, 4:] == best[:, 3:-1]).float().mean() > 0.9
+
+
+def test_the_disk_cache_returns_what_was_computed(tmp_path):
+    target = tiny_model()
+    data = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8, cache_dir=tmp_path)
+    data.precompute(range(3), progress=False)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+    fresh = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8).batch(2)
+    cached = data.batch(2)
+    assert torch.equal(cached.ids, fresh.ids) and torch.equal(cached.feature(target), fresh.feature(target))
+
+
+def test_bad_settings_are_refused():
+    target = tiny_model()
+    with pytest.raises(ValueError, match="source"):
+        SelfDistillation(target, TOKENS, 2, 8, source="web")
+    with pytest.raises(ValueError, match="context"):
+        SelfDistillation(target, TOKENS, 2, 1000)
+    with pytest.raises(ValueError, match="prompt_len"):
+        SelfDistillation(target, TOKENS, 2, 8, source="regenerated", prompt_len=8)
