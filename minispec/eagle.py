@@ -321,26 +321,56 @@ class Eagle1Drafter:
         f = hidden[self.target.num_layers]
         self.pending = f if self.pending is None else torch.cat([self.pending, f])
 
+    def catch_up(self, tokens: list[int]) -> torch.Tensor:
+        """Feed the head the real pairs (x_{t+1}, f_t) it has not seen, t = fed .. L-2, whose
+        features came out of the target's last pass. Returns (D,) the feature it predicts at
+        the root, whose LM-head output ranks the root's children."""
+        s, L, fed = int(self.head.token_shift), len(tokens), self.cache.length   # fed = L - 1 - m
+        toks = torch.tensor(tokens[fed + s:L - 1 + s], device=self.head.device)
+        out = self.head(self.target.embed_tokens(toks)[None], self.pending[None], self.cache)[0]  # (m, D)
+        self.pending = None
+        return out[-1]
+
+    def head_level(self, tokens: list[int], nodes: list[int], tree_tokens: list[int],
+                   parents: list[int], node_feat: dict, slot: dict) -> torch.Tensor:
+        """One head forward over `nodes`, all at the same depth: node i reads its token (its
+        parent's without the token shift) with the feature predicted at its parent, and sees
+        the real prefix, its ancestors (cached in the head at slot[a]) and itself. Returns
+        (n, D) the features predicted at the nodes; records their cache slots."""
+        L, dev = len(tokens), self.head.device
+        s = self.head.token_shift
+        fed_tok = [tree_tokens[i] if s else (tree_tokens[parents[i]] if parents[i] >= 0 else tokens[-1])
+                   for i in nodes]
+        feat_in = torch.stack([node_feat[parents[i]] for i in nodes])              # (n, D)
+        past = self.cache.length
+        mask = torch.full((len(nodes), past + len(nodes)), float("-inf"), device=dev)
+        mask[:, :L - 1] = 0.0                                                       # the real prefix
+        depth = 1
+        for row, i in enumerate(nodes):
+            a, depth = parents[i], 1
+            while a >= 0:                                                           # ancestors' slots
+                mask[row, slot[a]] = 0.0
+                a, depth = parents[a], depth + 1
+            mask[row, past + row] = 0.0                                             # itself
+            slot[i] = past + row
+        pos = torch.full((len(nodes),), L - 2 + depth, device=dev)
+        emb = self.target.embed_tokens(torch.tensor(fed_tok, device=dev))
+        return self.head(emb[None], feat_in[None], self.cache, position_ids=pos, attn_mask=mask)[0]
+
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         """A tree of at most depth k below tokens[-1]."""
         paths = [c for c in self.paths if len(c) <= k]
         if not paths or self.pending is None:
             return DraftTree([], [])
-        head, embed, s = self.head, self.target.embed_tokens, int(self.head.token_shift)
-        L, fed = len(tokens), self.cache.length                         # fed = L - 1 - m
-        dev = head.device
-        # 1. the real pairs (x_{t+1}, f_t), t = fed .. L-2: the head catches up with the target
-        toks = torch.tensor(tokens[fed + s:L - 1 + s], device=dev)
-        out = head(embed(toks)[None], self.pending[None], self.cache)[0]  # (m, D)
-        self.pending = None
-        # 2. the tree, level by level. node_feat[i]: the feature predicted AT node i, whose
-        # LM-head output ranks node i's children; index -1 is the root.
-        node_feat = {-1: out[-1]}
+        has_children = lambda c: any(len(p) == len(c) + 1 and p[:-1] == c for p in paths)
+        # node_feat[i]: the feature predicted AT node i, whose LM-head output ranks node i's
+        # children; index -1 is the root. node_of: choice path -> node index.
+        node_feat = {-1: self.catch_up(tokens)}
         node_of = {(): -1}
         tree_tokens, parents, qs, slot = [], [], [], {}
         level = [()]
         while level:
-            expand = [c for c in level if any(len(p) == len(c) + 1 and p[:-1] == c for p in paths)]
+            expand = [c for c in level if has_children(c)]
             if not expand:
                 break
             feats = torch.stack([node_feat[node_of[c]] for c in expand])            # (n, D)
@@ -350,38 +380,18 @@ class Eagle1Drafter:
                 n_children = 1 + max(p[-1] for p in paths if len(p) == len(c) + 1 and p[:-1] == c)
                 picks, q_rows = self._children(row, n_children, params, generator)
                 for r in range(len(picks)):
-                    node = len(tree_tokens)
+                    node_of[c + (r,)] = len(tree_tokens)
                     tree_tokens.append(picks[r])
                     parents.append(node_of[c])
                     if q_rows is not None:
                         qs.append(q_rows[r])
-                    node_of[c + (r,)] = node
                     new.append(c + (r,))
-            # 3. one head forward over the new nodes that have children of their own
-            grow = [c for c in new if any(len(p) == len(c) + 1 and p[:-1] == c for p in paths)]
-            if grow:
-                ids = [node_of[c] for c in grow]
-                fed_tok = [tree_tokens[i] if s else (tree_tokens[parents[i]] if parents[i] >= 0 else tokens[-1])
-                           for i in ids]
-                feat_in = torch.stack([node_feat[parents[i]] for i in ids])         # (n, D)
-                past = self.cache.length
-                mask = torch.full((len(ids), past + len(ids)), float("-inf"), device=dev)
-                mask[:, :L - 1] = 0.0                                                # the real prefix
-                for row, i in enumerate(ids):
-                    a = parents[i]
-                    while a >= 0:                                                    # ancestors' slots
-                        mask[row, slot[a]] = 0.0
-                        a = parents[a]
-                    mask[row, past + row] = 0.0                                      # itself
-                    slot[i] = past + row
-                depth = len(grow[0])
-                pos = torch.full((len(ids),), L - 2 + depth, device=dev)
-                h = head(embed(torch.tensor(fed_tok, device=dev))[None], feat_in[None], self.cache,
-                         position_ids=pos, attn_mask=mask)[0]                        # (n, D)
-                for row, i in enumerate(ids):
-                    node_feat[i] = h[row]
-            level = grow
-        self.cache.rollback(L - 1)                                       # forget the tree
+            level = [c for c in new if has_children(c)]        # one head pass for the next level
+            if level:
+                ids = [node_of[c] for c in level]
+                h = self.head_level(tokens, ids, tree_tokens, parents, node_feat, slot)
+                node_feat.update(zip(ids, h))
+        self.cache.rollback(len(tokens) - 1)                             # forget the tree
         return DraftTree(tree_tokens, parents, torch.stack(qs) if qs else None)
 
     @staticmethod

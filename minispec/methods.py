@@ -63,6 +63,12 @@ def _eagle1(target, head, max_len, gamma=None, choices=None):
     return Eagle1Drafter(head, target, max_len, chain_choices(check_gamma(gamma)) if choices is None else choices)
 
 
+def _eagle2(target, head, max_len, total_tokens, depth, top_k):
+    from .eagle2 import Eagle2Drafter
+    _eagle1(target, head, max_len, gamma=1)          # the same checks of the head
+    return Eagle2Drafter(head, target, max_len, total_tokens, depth, top_k)
+
+
 def _load_eagle1(target):
     from .eagle import load_eagle1
     from .data import DATA_DIR
@@ -110,6 +116,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            {"choices": Option(None, "the tree: a name from minispec.eagle.TREES or a JSON list of "
                                     "sibling-rank paths, e.g. [[0],[1],[0,0]] (default: TREE_CHOICES)",
                               _parse_choices)},
+           "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
+    Method("eagle2", "EAGLE-2: a dynamic draft tree grown where the head is confident (chapter 4)",
+           _eagle2, {"total_tokens": Option(16, "drafted tokens per round (the tree's size)"),
+                     "depth": Option(6, "expansion steps (the tree's depth)"),
+                     "top_k": Option(4, "children per expanded node, and the frontier's width")},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
 ]}
 

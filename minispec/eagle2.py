@@ -1,0 +1,111 @@
+"""Chapter 4: EAGLE-2, a draft tree shaped by the head's own confidence.
+
+The EAGLE-1 head is well calibrated: its probability for a draft approximates the chance that
+the target accepts it, and that chance depends on the context. So rather than a fixed shape,
+grow the tree where acceptance is likely. A node's score is the log of the product of the head's
+probabilities along its path, log q(x_1) + log q(x_2 | x_1) + ..., an estimate of the chance
+that the whole path is accepted.
+
+    expand   the root's top_k children form the first frontier; each of depth - 1 steps runs
+             the frontier through the head in ONE pass (tree mask), gives every frontier node
+             its top_k children (top_k^2 candidates, score = parent score + log q(child)), and
+             keeps the top_k best as the next frontier
+    rerank   of all candidates, the total_tokens best by score form the tree; a child never
+             outscores its parent (log q <= 0), so the set is closed under parents
+
+Siblings are the head's top_k picks, deterministic given the context, so each carries a one-hot
+q: the tree verifier then accepts x with probability p(x) and, on a rejection, removes x from p,
+which is exactly lossless. Names: total_tokens, depth and top_k are the reference code's
+total_token, depth and top_k, and SGLang's speculative-num-draft-tokens, speculative-num-steps
+and speculative-eagle-topk.
+"""
+from __future__ import annotations
+
+import torch
+
+from .eagle import Eagle1Drafter
+from .sampling import SamplingParams, warp
+from .tree import DraftTree
+
+
+class Eagle2Drafter(Eagle1Drafter):
+    """Dynamic draft trees with an EAGLE-1 head (method "eagle2")."""
+
+    def __init__(self, head, target, max_len: int, total_tokens: int = 16, depth: int = 6, top_k: int = 4):
+        for name, v in (("total_tokens", total_tokens), ("depth", depth), ("top_k", top_k)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not head.token_shift:
+            raise ValueError("a head trained without the token shift cannot tell siblings apart: "
+                             "it drafts chains only")
+        super().__init__(head, target, max_len, [[0] * d for d in range(1, depth + 1)])
+        self.total_tokens, self.depth, self.top_k = total_tokens, depth, top_k
+        self.gamma = depth                                   # the deepest a round drafts
+        self.extra_nodes = max(0, total_tokens - 1)
+        self.cache = head.new_cache(max_len + depth * top_k)
+
+    def expand(self, tokens: list[int], depth: int, params: SamplingParams):
+        """The candidates: (tokens, parents, scores), parents first. Also returns the head's
+        distribution at every expanded node (for the notebook's calibration plots)."""
+        root = self.catch_up(tokens)
+        cand_tok, cand_par, cand_score = [], [], []
+        node_feat, slot = {-1: root}, {}
+        frontier, frontier_score = [-1], torch.zeros(1, device=root.device)
+        dists = {}
+        for level in range(depth):
+            feats = torch.stack([node_feat[n] for n in frontier])                     # (k, D)
+            logits = self.target.lm_head(feats).float()                                # (k, V)
+            q = torch.softmax(logits, -1) if params.greedy else warp(logits, params)   # what the head drafts from
+            logq, top = q.clamp_min(1e-30).log().topk(self.top_k, dim=-1)              # (k, top_k)
+            for n, row in zip(frontier, q):
+                dists[n] = row
+            scores = frontier_score[:, None] + logq                                    # (k, top_k)
+            new = []
+            for a, n in enumerate(frontier):
+                for j in range(self.top_k):
+                    if q[a, top[a, j]] <= 0:          # outside q's support (top_k / top_p): never drafted
+                        continue
+                    new.append(len(cand_tok))
+                    cand_tok.append(int(top[a, j]))
+                    cand_par.append(n)
+                    cand_score.append(float(scores[a, j]))
+            if level == depth - 1 or not new:
+                break
+            best = sorted(new, key=lambda i: -cand_score[i])[:self.top_k]              # the next frontier
+            h = self.head_level(tokens, best, cand_tok, cand_par, node_feat, slot)      # one head pass
+            node_feat.update(zip(best, h))
+            frontier = best
+            frontier_score = torch.tensor([cand_score[i] for i in best], device=root.device)
+        self.cache.rollback(len(tokens) - 1)                                           # forget the tree
+        return cand_tok, cand_par, cand_score, dists
+
+    def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
+        depth = min(self.depth, k)
+        if depth < 1 or self.pending is None:
+            return DraftTree([], [])
+        cand_tok, cand_par, cand_score, _ = self.expand(tokens, depth, params)
+        keep = rerank(cand_par, cand_score, self.total_tokens)
+        index = {c: i for i, c in enumerate(keep)}
+        tree_tokens = [cand_tok[c] for c in keep]
+        parents = [index[cand_par[c]] if cand_par[c] >= 0 else -1 for c in keep]
+        q = None
+        if not params.greedy:                        # deterministic picks: one-hot q
+            q = torch.zeros(len(keep), self.target.vocab_size, device=self.head.device)
+            q[torch.arange(len(keep)), torch.tensor(tree_tokens)] = 1.0
+        return DraftTree(tree_tokens, parents, q)
+
+
+def rerank(parents: list[int], scores: list[float], total_tokens: int) -> list[int]:
+    """The total_tokens best candidates by score, as a tree: parents first. parents[i] indexes
+    the candidates (-1 = the root) and comes before i. A candidate is kept only with its parent
+    (which, scoring at least as high, normally is among the best anyway; on a tie the parent
+    wins, because it comes first)."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:total_tokens]
+    keep = set(order)
+    for i in order:                              # close under parents (only ties can open it)
+        a = parents[i]
+        while a >= 0 and a not in keep:
+            keep.add(a)
+            a = parents[a]
+    kept = sorted(keep)                          # candidate order: parents precede children
+    return kept[:total_tokens] if len(kept) > total_tokens else kept
