@@ -17,7 +17,8 @@ Siblings are the head's top_k picks, deterministic given the context, so each ca
 q: the tree verifier then accepts x with probability p(x) and, on a rejection, removes x from p,
 which is exactly lossless. Names: total_tokens, depth and top_k are the reference code's
 total_token, depth and top_k, and SGLang's speculative-num-draft-tokens, speculative-num-steps
-and speculative-eagle-topk.
+and speculative-eagle-topk. As a method option top_k is called eagle_topk, because generate's
+top_k is the sampling parameter.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class Eagle2Drafter(Eagle1Drafter):
     """Dynamic draft trees with an EAGLE-1 head (method "eagle2")."""
 
     def __init__(self, head, target, max_len: int, total_tokens: int = 16, depth: int = 6, top_k: int = 4):
-        for name, v in (("total_tokens", total_tokens), ("depth", depth), ("top_k", top_k)):
+        for name, v in (("total_tokens", total_tokens), ("depth", depth), ("eagle_topk", top_k)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if not head.token_shift:

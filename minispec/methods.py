@@ -63,10 +63,10 @@ def _eagle1(target, head, max_len, gamma=None, choices=None):
     return Eagle1Drafter(head, target, max_len, chain_choices(check_gamma(gamma)) if choices is None else choices)
 
 
-def _eagle2(target, head, max_len, total_tokens, depth, top_k):
+def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
     from .eagle2 import Eagle2Drafter
     _eagle1(target, head, max_len, gamma=1)          # the same checks of the head
-    return Eagle2Drafter(head, target, max_len, total_tokens, depth, top_k)
+    return Eagle2Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
 
 
 def _load_eagle1(target):
@@ -120,7 +120,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("eagle2", "EAGLE-2: a dynamic draft tree grown where the head is confident (chapter 4)",
            _eagle2, {"total_tokens": Option(16, "drafted tokens per round (the tree's size)"),
                      "depth": Option(6, "expansion steps (the tree's depth)"),
-                     "top_k": Option(4, "children per expanded node, and the frontier's width")},
+                     "eagle_topk": Option(4, "children per expanded node, and the frontier's width (the "
+                                              "reference's top_k; named apart from sampling's top_k)")},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
 ]}
 

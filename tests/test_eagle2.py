@@ -28,7 +28,7 @@ def test_greedy_eagle2_equals_plain_greedy(total_tokens, depth, top_k):
     target = tiny_model()
     want = generate(target, PROMPT, 40).tokens
     g = generate(target, PROMPT, 40, method="eagle2", draft=random_head(target, 1),
-                 total_tokens=total_tokens, depth=depth, top_k=top_k)
+                 total_tokens=total_tokens, depth=depth, eagle_topk=top_k)
     assert g.tokens == want
     assert max(len(g.stats.accepted_per_pos), 1) <= depth
 
@@ -52,7 +52,7 @@ def test_eagle2_sampling_matches_the_target_exactly():
     params = SamplingParams(1.0)
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
     counts = sequence_frequencies(target, PROMPT, params, 3000, method="eagle2", draft=random_head(target, 0),
-                                  total_tokens=6, depth=3, top_k=3)
+                                  total_tokens=6, depth=3, eagle_topk=3)
     assert int(counts[exact == 0].sum()) == 0
     assert chi_square_ok(counts, exact)
 
@@ -60,7 +60,7 @@ def test_eagle2_sampling_matches_the_target_exactly():
 def test_bad_eagle2_settings_get_clear_errors():
     target = tiny_model()
     head = random_head(target)
-    for bad in ({"total_tokens": 0}, {"depth": 1.5}, {"top_k": True}):
+    for bad in ({"total_tokens": 0}, {"depth": 1.5}, {"eagle_topk": True}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             generate(target, PROMPT, 5, method="eagle2", draft=head, **bad)
     with pytest.raises(ValueError, match="chains only"):
@@ -85,5 +85,5 @@ def test_the_exact_test_catches_a_q_that_is_not_how_the_drafts_were_picked(monke
     params = SamplingParams(1.0)
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
     counts = sequence_frequencies(target, PROMPT, params, 3000, method="eagle2", draft=random_head(target, 0),
-                                  total_tokens=6, depth=3, top_k=3)
+                                  total_tokens=6, depth=3, eagle_topk=3)
     assert not chi_square_ok(counts, exact)

@@ -97,3 +97,12 @@ def test_numpy_integer_prompts_and_ids_are_accepted(model):
 
 def test_the_smallest_temperature_allowed_still_samples(model):
     assert len(generate(model, PROMPT, 5, temperature=1e-30, seed=0).tokens) == 5
+
+
+def test_no_method_option_shadows_a_parameter_of_generate():
+    """Options travel in generate's **method_options, so one named like a sampling parameter
+    (top_k, temperature, ...) would silently go to the wrong place."""
+    import inspect
+    from minispec.methods import METHODS
+    params = set(inspect.signature(generate).parameters)
+    assert not {o for m in METHODS.values() for o in m.options} & params
