@@ -342,19 +342,28 @@ class Eagle1Drafter:
         fed_tok = [tree_tokens[i] if s else (tree_tokens[parents[i]] if parents[i] >= 0 else tokens[-1])
                    for i in nodes]
         feat_in = torch.stack([node_feat[parents[i]] for i in nodes])              # (n, D)
+        emb = self.target.embed_tokens(torch.tensor(fed_tok, device=dev))           # (n, D)
         past = self.cache.length
+        ancestors = []
+        for i in nodes:
+            a, up = parents[i], []
+            while a >= 0:
+                up.append(a)
+                a = parents[a]
+            ancestors.append(up)
+        depth = len(ancestors[0]) + 1
+        for row, i in enumerate(nodes):
+            slot[i] = past + row
+        if len(nodes) == 1 and past - (L - 1) == depth - 1:
+            # a chain so far: the head's cache holds the prefix and exactly this node's
+            # ancestors, so the plain causal step computes the same, without a mask
+            return self.head(emb[None], feat_in[None], self.cache)[0]
         mask = torch.full((len(nodes), past + len(nodes)), float("-inf"), device=dev)
         mask[:, :L - 1] = 0.0                                                       # the real prefix
-        depth = 1
-        for row, i in enumerate(nodes):
-            a, depth = parents[i], 1
-            while a >= 0:                                                           # ancestors' slots
-                mask[row, slot[a]] = 0.0
-                a, depth = parents[a], depth + 1
+        for row, up in enumerate(ancestors):
+            mask[row, [slot[a] for a in up]] = 0.0                                  # ancestors' slots
             mask[row, past + row] = 0.0                                             # itself
-            slot[i] = past + row
         pos = torch.full((len(nodes),), L - 2 + depth, device=dev)
-        emb = self.target.embed_tokens(torch.tensor(fed_tok, device=dev))
         return self.head(emb[None], feat_in[None], self.cache, position_ids=pos, attn_mask=mask)[0]
 
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:

@@ -110,7 +110,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             "max_ngram": Option(3, "longest n-gram to look up"),
             "min_ngram": Option(1, "shortest n-gram to look up")}),
     Method("eagle1", "EAGLE-1: feature-level drafting with a trained head, as a chain (chapter 2)",
-           _eagle1, {"gamma": Option(4, GAMMA_HELP)},
+           _eagle1, {"gamma": Option(2, GAMMA_HELP)},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
     Method("eagle1-tree", "EAGLE-1 with a static draft tree (chapter 3)", _eagle1_tree,
            {"choices": Option(None, "the tree: a name from minispec.eagle.TREES or a JSON list of "
