@@ -30,7 +30,7 @@ INSTALL_HINT = (f"install Chromium (Debian/Ubuntu: `sudo apt-get install chromiu
                 f"to a Chromium or Chrome executable; deselect this test with -m 'not browser'")
 
 LOAD_TIMEOUT_S = 90         # the page, the notebook and its kernel
-RUN_TIMEOUT_S = 240         # Run All Cells, per notebook
+RUN_TIMEOUT_S = 600         # Run All Cells, per notebook (each takes about a minute on a quiet 2 cores)
 INTERACT_TIMEOUT_S = 60     # a widget's output changing after one interaction
 
 # User settings for the throwaway JupyterLab: every cell in the DOM (no virtual scrolling, so

@@ -38,6 +38,22 @@ def _drafts_listed(n):
     return check
 
 
+def _table_rows(header: str, n: int):
+    """The table under the line containing `header` has n rows (up to the next blank line)."""
+    def check(out):
+        lines = out["text"].splitlines()
+        head = [i for i, ln in enumerate(lines) if header in ln]
+        if not head:
+            return False
+        rows = 0
+        for ln in lines[head[0] + 1:]:
+            if not ln.strip():
+                break
+            rows += 1
+        return rows == n
+    return check
+
+
 # notebook -> its interactive widgets: name, the descriptions of its controls (all must render),
 # one interaction, and what its output must then show. A new chapter adds one entry (an empty list
 # if it has no widget); progress bars need no entry, they are checked for rendering anyway.
@@ -56,6 +72,21 @@ WIDGETS = {
                expect=(shows_text("min(1,p/q)", "the round's table (header with 'min(1,p/q)')"),
                        shows_line_starting("next token", "a line starting 'next token'"),
                        Expect("2 drafts in the table (gamma moved to 2)", _drafts_listed(2)),
+                       shows_coloured_html("the coloured trace (HTML spans)"))),
+    ],
+    "02_eagle1_features.ipynb": [
+        Widget("EAGLE-1 stepper",
+               controls=("prompt", "gamma", "temperature", "next round", "restart"),
+               interact=(Slide("gamma", 2), Click("next round")),
+               expect=(shows_text("target wanted", "the round's table (header with 'target wanted')"),
+                       Expect("2 drafts in the table (gamma moved to 2)", _table_rows("target wanted", 2)),
+                       shows_coloured_html("the coloured trace (HTML spans)"))),
+    ],
+    "03_token_trees.ipynb": [
+        Widget("tree stepper",
+               controls=("prompt", "tree", "temperature", "next round", "restart"),
+               interact=(Click("next round"),),
+               expect=(shows_image("the verified tree, drawn"),
                        shows_coloured_html("the coloured trace (HTML spans)"))),
     ],
 }
