@@ -56,7 +56,17 @@ class DecodeStepper:
                 "p_token": float(p[tok]), "entropy": float(-(p * p.clamp_min(1e-30).log()).sum())}
 
 
-class RoundStepper:
+class _Stepper:
+    """What both steppers share: run rounds until enough tokens (or a full context)."""
+
+    def run(self, max_new_tokens: int) -> list[dict]:
+        """Rounds until at least max_new_tokens new tokens (or the context is full)."""
+        while len(self.tokens) - self.prompt_len < max_new_tokens and len(self.tokens) < self.target.max_seq_len - 1:
+            self.step()
+        return self.history
+
+
+class RoundStepper(_Stepper):
     """One speculative round at a time, with everything the verifier looked at.
 
     Runs the package's own round (speculative.speculative_round) with a draft model ("sps") or
@@ -124,12 +134,6 @@ class RoundStepper:
                   "bonus_choice": choices[len(drafts)]}
         self.history.append(record)
         return record
-
-    def run(self, max_new_tokens: int) -> list[dict]:
-        """Rounds until at least max_new_tokens new tokens (or the context is full)."""
-        while len(self.tokens) - self.prompt_len < max_new_tokens and len(self.tokens) < self.target.max_seq_len - 1:
-            self.step()
-        return self.history
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -253,7 +257,7 @@ def tree_fates(tree, accepted: list[int]) -> list[str]:
     return fates
 
 
-class TreeStepper:
+class TreeStepper(_Stepper):
     """One tree round at a time with an EAGLE-1 head (method "eagle1-tree", or "eagle1" for a
     chain), through the package's own speculative_round. step() returns a record with the tree,
     the accepted nodes, every node's fate, the target's top choice after the root and after
@@ -292,11 +296,6 @@ class TreeStepper:
                   "bonus": len(tree) > 0 and leaf}
         self.history.append(record)
         return record
-
-    def run(self, max_new_tokens: int) -> list[dict]:
-        while len(self.tokens) - self.prompt_len < max_new_tokens and len(self.tokens) < self.target.max_seq_len - 1:
-            self.step()
-        return self.history
 
 
 def tree_layout(tree) -> dict[int, tuple[float, int]]:

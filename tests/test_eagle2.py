@@ -45,14 +45,21 @@ def test_dynamic_trees_have_the_requested_size_and_shape():
     assert d.cache.length == len(PROMPT) - 1                       # the head forgot the tree
 
 
-def test_eagle2_sampling_matches_the_target_exactly():
+def sampled_eagle2(n_samples=3000):
+    """3-token continuations through dynamic trees on a sharp small target, and their exact
+    distribution."""
     target = tiny_model(2, SMALL)
     with torch.no_grad():
         target.lm_head.weight.mul_(3.0)
     params = SamplingParams(1.0)
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_frequencies(target, PROMPT, params, 3000, method="eagle2", draft=random_head(target, 0),
+    counts = sequence_frequencies(target, PROMPT, params, n_samples, method="eagle2", draft=random_head(target, 0),
                                   total_tokens=6, depth=3, eagle_topk=3)
+    return counts, exact
+
+
+def test_eagle2_sampling_matches_the_target_exactly():
+    counts, exact = sampled_eagle2()
     assert int(counts[exact == 0].sum()) == 0
     assert chi_square_ok(counts, exact)
 
@@ -79,11 +86,5 @@ def test_the_exact_test_catches_a_q_that_is_not_how_the_drafts_were_picked(monke
         return tree
 
     monkeypatch.setattr(Eagle2Drafter, "propose", wrong)
-    target = tiny_model(2, SMALL)
-    with torch.no_grad():
-        target.lm_head.weight.mul_(3.0)
-    params = SamplingParams(1.0)
-    exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_frequencies(target, PROMPT, params, 3000, method="eagle2", draft=random_head(target, 0),
-                                  total_tokens=6, depth=3, eagle_topk=3)
+    counts, exact = sampled_eagle2()
     assert not chi_square_ok(counts, exact)
