@@ -113,14 +113,16 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source="ch
     model.load_state_dict(state)
 
 
-def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
-    """Load a shipped model folder (e.g. data/target) onto `device` (default: best available)."""
-    from .device import default_device
+def read_checkpoint(directory, kind: str = "transformer", verify: bool = True):
+    """A model folder's manifest, its ModelConfig and its tensors, after checking that it holds
+    a model of `kind` and (verify) that the weights file matches its sha256.
+    Returns (info, cfg, state); every failure is a CheckpointError that says which."""
     directory = Path(directory)
     info = read_manifest(directory)
-    if info.get("kind", "transformer") != "transformer":
-        raise CheckpointError(f"{directory} holds a {info['kind']!r} model, not a language model "
-                              "(load draft heads with their own loader, e.g. minispec.load_eagle1)")
+    if info.get("kind", "transformer") != kind:
+        hint = ("load draft heads with their own loader, e.g. minispec.load_eagle1"
+                if kind == "transformer" else f"expected a {kind!r} model")
+        raise CheckpointError(f"{directory} holds a {info.get('kind', 'transformer')!r} model ({hint})")
     try:
         cfg = ModelConfig(**info["config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -129,7 +131,14 @@ def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
     if verify and path.exists() and sha256_file(path) != info.get("sha256"):
         raise CheckpointError(f"{path} does not match the sha256 in its manifest: the file is "
                               "corrupt or was replaced")
+    return info, cfg, load_state_dict(path)
+
+
+def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
+    """Load a shipped model folder (e.g. data/target) onto `device` (default: best available)."""
+    from .device import default_device
+    info, cfg, state = read_checkpoint(directory, "transformer", verify)
     model = Transformer(cfg)
-    load_into(model, load_state_dict(path), source=str(path))
+    load_into(model, state, source=str(Path(directory) / WEIGHTS))
     model.tokenizer_sha256 = info.get("tokenizer_sha256")  # lets a drafter be checked against its target
     return model.to(device or default_device()).eval()

@@ -29,10 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import (CheckpointError, load_into, load_state_dict, read_manifest,
-                         save_pretrained, sha256_file, weights_fingerprint)
+from .checkpoint import CheckpointError, load_into, read_checkpoint, save_pretrained, weights_fingerprint
 from .model import DecoderLayer, KVCache, ModelConfig, rope_and_mask, rotary_tables
 from .sampling import SamplingParams, sample, warp
+from .train import soft_cross_entropy
 from .tree import DraftTree
 
 
@@ -103,7 +103,7 @@ def eagle1_loss(head: Eagle1Head, target, ids, feature, feature_loss: bool = Tru
     with torch.no_grad():
         target_logits = target.lm_head(f_next).float()
         p = torch.softmax(target_logits, -1)
-    ce = -(p * torch.log_softmax(logits, -1)).sum(-1).mean()            # soft cross-entropy
+    ce = soft_cross_entropy(logits, p)
     reg = F.smooth_l1_loss(pred, f_next)
     loss = ce_weight * ce + (reg if feature_loss else 0.0)
     top1 = (logits.argmax(-1) == target_logits.argmax(-1)).float().mean()
@@ -195,30 +195,18 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
 def load_eagle1(directory, target, verify: bool = True) -> Eagle1Head:
     """Load a trained head (default folder: data/eagle1) for `target`. The manifest names the
     target it was trained on by the sha256 of its tensors; another target is refused."""
-    directory = Path(directory)
-    info = read_manifest(directory)
-    if info.get("kind") != Eagle1Head.kind:
-        raise CheckpointError(f"{directory} holds a {info.get('kind', 'transformer')!r} model, "
-                              "not an EAGLE-1 head")
+    info, cfg, state = read_checkpoint(directory, Eagle1Head.kind, verify)
     want, have = info.get("target_sha256"), weights_fingerprint(target)
     if want != have:
         raise CheckpointError(
             f"the head in {directory} was trained on the target whose weights have sha256 "
             f"{str(want)[:12]}..., this target's is {have[:12]}...: train a head for it "
             "(python -m minispec train eagle1)")
-    try:
-        cfg = ModelConfig(**info["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{directory}: missing or invalid config: {e}") from None
     if (cfg.dim, cfg.vocab_size, cfg.n_heads) != (target.config.dim, target.vocab_size, target.config.n_heads):
         raise CheckpointError(f"the head's shape (dim {cfg.dim}, vocabulary {cfg.vocab_size}) does not "
                               f"match the target's (dim {target.config.dim}, vocabulary {target.vocab_size})")
-    path = directory / "model.safetensors"
-    if verify and path.exists() and sha256_file(path) != info.get("sha256"):
-        raise CheckpointError(f"{path} does not match the sha256 in its manifest: the file is "
-                              "corrupt or was replaced")
     head = Eagle1Head(cfg, bool(info.get("token_shift", True)))
-    load_into(head, load_state_dict(path), source=str(path))
+    load_into(head, state, source=str(directory))
     return head.to(target.device).eval()
 
 
@@ -311,6 +299,9 @@ class Eagle1Drafter:
         if not head.token_shift and any(c[-1] for c in self.paths):
             raise ValueError("a head trained without the token shift cannot tell siblings apart: "
                              "it drafts chains only")
+        self.n_children = {}                                          # choice path -> its children
+        for c in self.paths:
+            self.n_children[c[:-1]] = max(self.n_children.get(c[:-1], 0), c[-1] + 1)
         self.feature_layers = (target.num_layers,)
         self.gamma = max(len(c) for c in self.paths)                  # the tree's depth
         self.extra_nodes = len(self.paths) - self.gamma               # nodes beyond one chain
@@ -370,10 +361,9 @@ class Eagle1Drafter:
 
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         """A tree of at most depth k below tokens[-1]."""
-        paths = [c for c in self.paths if len(c) <= k]
-        if not paths or self.pending is None:
+        if k < 1 or self.pending is None:
             return DraftTree([], [])
-        has_children = lambda c: any(len(p) == len(c) + 1 and p[:-1] == c for p in paths)
+        has_children = lambda c: len(c) < k and c in self.n_children     # within depth k
         # node_feat[i]: the feature predicted AT node i, whose LM-head output ranks node i's
         # children; index -1 is the root. node_of: choice path -> node index.
         node_feat = {-1: self.catch_up(tokens)}
@@ -388,8 +378,7 @@ class Eagle1Drafter:
             logits = self.target.lm_head(feats).float()                              # (n, V)
             new = []
             for c, row in zip(expand, logits):
-                n_children = 1 + max(p[-1] for p in paths if len(p) == len(c) + 1 and p[:-1] == c)
-                picks, q_rows = self._children(row, n_children, params, generator)
+                picks, q_rows = self._children(row, self.n_children[c], params, generator)
                 for r in range(len(picks)):
                     node_of[c + (r,)] = len(tree_tokens)
                     tree_tokens.append(picks[r])

@@ -73,6 +73,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
 
 
+def soft_cross_entropy(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """-sum_x p(x) log softmax(logits)_x, averaged over positions: cross-entropy against a
+    teacher's distribution p (distillation, and the draft heads)."""
+    return -(p * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
 def lm_loss(model: Transformer, batch: torch.Tensor, teacher: Transformer | None = None) -> torch.Tensor:
     """Next-token cross-entropy against the data, or against the teacher's distributions."""
     logits = model(batch[:, :-1]).logits  # (B, T, V)
@@ -80,7 +86,7 @@ def lm_loss(model: Transformer, batch: torch.Tensor, teacher: Transformer | None
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
     with torch.no_grad():
         p = torch.softmax(teacher(batch[:, :-1]).logits, dim=-1)       # (B, T, V)
-    return -(p * torch.log_softmax(logits, dim=-1)).sum(-1).mean()    # soft cross-entropy
+    return soft_cross_entropy(logits, p)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import SMALL, TINY, tiny_model
+import minispec
 from minispec import generate
 from minispec.checkpoint import CheckpointError, MANIFEST
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
@@ -156,8 +157,10 @@ def test_loading_refuses_another_target_and_bad_files(tmp_path):
     with pytest.raises(CheckpointError, match="trained on the target whose weights"):
         load_eagle1(tmp_path / "h", tiny_model(1))
     from minispec.checkpoint import load_pretrained
-    with pytest.raises(CheckpointError, match="not a language model"):
+    with pytest.raises(CheckpointError, match="their own loader"):
         load_pretrained(tmp_path / "h")
+    with pytest.raises(CheckpointError, match="expected a 'eagle1' model"):
+        load_eagle1(minispec.DATA_DIR / "draft", target)
     w = tmp_path / "h" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(CheckpointError, match="corrupt"):
