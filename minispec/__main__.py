@@ -22,10 +22,13 @@ def cmd_train(args):
         from .eagle import train_eagle1
         train_eagle1(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
                      token_shift=not args.no_token_shift, feature_loss=not args.no_feature_loss,
-                     cache_dir=args.cache_dir, command=command)
+                     cache_dir=args.cache_dir, source=args.source, num_batches=args.data_batches,
+                     command=command)
         return
-    if args.no_token_shift or args.no_feature_loss or args.cache_dir:
-        raise ValueError("--no-token-shift, --no-feature-loss and --cache-dir apply to draft heads (eagle1)")
+    if (args.no_token_shift or args.no_feature_loss or args.cache_dir or args.source != "corpus"
+            or args.data_batches is not None):
+        raise ValueError("--no-token-shift, --no-feature-loss, --cache-dir, --source and --data-batches "
+                         "apply to draft heads (eagle1)")
     model_cfg, cfg = preset(args.model, args.steps)
     out = args.out or (Path("runs") / "baseline" / "model" if args.model == "baseline" else None)
     train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=out,
@@ -241,6 +244,10 @@ def main(argv=None):
     s.add_argument("--no-feature-loss", action="store_true",
                    help="ablation: train the head on the cross-entropy alone")
     s.add_argument("--cache-dir", help="keep the target's outputs here and reuse them (large; not shipped)")
+    s.add_argument("--source", choices=["corpus", "regenerated"], default="corpus",
+                   help="a head's data: corpus windows, or the target's own continuations of corpus prefixes")
+    s.add_argument("--data-batches", type=int,
+                   help="a head's amount of data: this many distinct batches, repeated in epochs (default: a new batch every step)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("generate", help="continue a prompt with the shipped target")

@@ -37,23 +37,28 @@ class SelfDistillation:
     states at `layers` (Hugging Face numbering; target.num_layers = the final feature, always
     included).
 
-    source: "corpus" (windows of the corpus) or "regenerated" (the first `prompt_len` tokens of
-            each window, then the target's continuation sampled at temperature 1).
+    source:      "corpus" (windows of the corpus) or "regenerated" (the first `prompt_len` tokens
+                 of each window, then the target's continuation sampled at temperature 1).
+    num_batches: how much data there is: step s reads batch s % num_batches, so training makes
+                 epochs over num_batches * batch_size * seq_len tokens (None: a new batch per step).
     """
 
     def __init__(self, target, tokens: dict[str, np.ndarray], batch_size: int, seq_len: int,
                  layers=(), seed: int = 0, source: str = "corpus", prompt_len: int = 32,
-                 cache_dir=None, device=None):
+                 num_batches: int | None = None, cache_dir=None, device=None):
         if source not in ("corpus", "regenerated"):
             raise ValueError(f"source must be 'corpus' or 'regenerated', got {source!r}")
         if source == "regenerated" and not 1 <= prompt_len < seq_len:
             raise ValueError(f"prompt_len must lie in [1, {seq_len}), got {prompt_len}")
         if seq_len > target.max_seq_len:
             raise ValueError(f"windows of {seq_len} tokens exceed the target's context of {target.max_seq_len}")
+        if num_batches is not None and (isinstance(num_batches, bool) or not isinstance(num_batches, int)
+                                        or num_batches < 1):
+            raise ValueError(f"num_batches must be an integer >= 1 or None, got {num_batches!r}")
         self.target, self.tokens = target, tokens
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.layers = tuple(sorted(set(layers) | {target.num_layers}))
-        self.source, self.prompt_len = source, prompt_len
+        self.source, self.prompt_len, self.num_batches = source, prompt_len, num_batches
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.device = device or target.device
 
@@ -68,45 +73,79 @@ class SelfDistillation:
             rows.append(ids[s:s + self.seq_len])
         return torch.from_numpy(np.stack(rows).astype(np.int64))
 
+    def uniforms(self, step: int) -> torch.Tensor:
+        """(B, seq_len - prompt_len) the uniform numbers that a regenerated batch samples with."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return torch.rand(self.batch_size, self.seq_len - self.prompt_len, generator=g)
+
     @torch.no_grad()
-    def regenerate(self, prefix: torch.Tensor, step: int) -> torch.Tensor:
-        """(B, P) prefixes -> (B, seq_len): the target continues each one, sampling at temperature 1."""
-        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + step)
-        cache = self.target.new_cache(self.seq_len, batch=prefix.shape[0])
+    def regenerate(self, prefix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """(B, P) prefixes, (B, N) uniforms -> (B, P + N): the target continues each prefix at
+        temperature 1. Token i of a row is the first whose cumulative probability exceeds u[i]
+        (inverse-CDF sampling), so a row depends on its own numbers only, and the rows of several
+        steps can be generated in one batch."""
+        cache = self.target.new_cache(prefix.shape[1] + u.shape[1], batch=prefix.shape[0])
         logits = self.target(prefix, cache=cache, logits_to_keep=1).logits[:, -1]          # (B, V)
         out = [prefix]
-        for _ in range(self.seq_len - prefix.shape[1]):
-            x = torch.multinomial(torch.softmax(logits, -1), 1, generator=g)                # (B, 1)
-            out.append(x)
-            logits = self.target(x, cache=cache).logits[:, -1]
+        for i in range(u.shape[1]):
+            cdf = torch.softmax(logits.float(), -1).cumsum(-1)                             # (B, V)
+            x = torch.searchsorted(cdf, u[:, i:i + 1] * cdf[:, -1:], right=True)            # (B, 1)
+            out.append(x.clamp_max(cdf.shape[1] - 1))
+            if i + 1 < u.shape[1]:
+                logits = self.target(out[-1], cache=cache).logits[:, -1]
         return torch.cat(out, dim=1)
 
     @torch.no_grad()
-    def compute(self, step: int) -> DistillBatch:
-        ids = self.windows(step).to(self.device)
+    def compute_many(self, steps: list[int]) -> list[DistillBatch]:
+        """The batches of several steps, computed together (one regeneration, one forward)."""
+        ids = torch.cat([self.windows(s) for s in steps]).to(self.device)                 # (n B, T)
         if self.source == "regenerated":
-            ids = self.regenerate(ids[:, :self.prompt_len], step)
+            u = torch.cat([self.uniforms(s) for s in steps]).to(self.device)
+            ids = self.regenerate(ids[:, :self.prompt_len], u)
         out = self.target(ids, hidden_layers=self.layers, logits_to_keep=1)
-        return DistillBatch(ids, {i: out.hidden_states[i] for i in self.layers})
+        B = self.batch_size
+        return [DistillBatch(ids[j * B:(j + 1) * B], {i: out.hidden_states[i][j * B:(j + 1) * B]
+                                                       for i in self.layers})
+                for j in range(len(steps))]
+
+    def compute(self, step: int) -> DistillBatch:
+        return self.compute_many([step])[0]
+
+    def path(self, step: int) -> Path:
+        name = "corpus" if self.source == "corpus" else f"regenerated-p{self.prompt_len}"
+        return self.cache_dir / f"{name}-{self.seed}-{step:06d}.safetensors"
+
+    def save(self, step: int, b: DistillBatch) -> None:
+        from safetensors.torch import save_file
+        tensors = {"ids": b.ids.cpu().contiguous(),
+                   **{f"h{i}": h.cpu().contiguous() for i, h in b.hidden.items()}}
+        atomic_write(self.path(step), lambda p: save_file(tensors, p))
 
     def batch(self, step: int) -> DistillBatch:
+        if self.num_batches is not None:
+            step %= self.num_batches
         if self.cache_dir is None:
             return self.compute(step)
-        from safetensors.torch import load_file, save_file
-        path = self.cache_dir / f"{self.source}-{self.seed}-{step:06d}.safetensors"
+        from safetensors.torch import load_file
+        path = self.path(step)
         if path.exists():
             t = load_file(str(path), device=str(self.device))
             if t["ids"].shape == (self.batch_size, self.seq_len) and all(f"h{i}" in t for i in self.layers):
                 return DistillBatch(t["ids"], {i: t[f"h{i}"] for i in self.layers})
         b = self.compute(step)
-        tensors = {"ids": b.ids.cpu(), **{f"h{i}": h.cpu().contiguous() for i, h in b.hidden.items()}}
-        atomic_write(path, lambda p: save_file(tensors, p))
+        self.save(step, b)
         return b
 
-    def precompute(self, steps, progress: bool = True) -> None:
-        """Fill cache_dir for the given steps, with a progress bar."""
+    def precompute(self, steps, progress: bool = True, group: int = 16) -> None:
+        """Fill cache_dir for the given steps, `group` steps per batch of the target, with a
+        progress bar. Files already there are kept."""
         from tqdm.auto import tqdm
         if self.cache_dir is None:
             raise ValueError("precompute needs a cache_dir")
-        for s in tqdm(list(steps), desc=f"target outputs ({self.source})", disable=not progress):
-            self.batch(s)
+        todo = [s for s in steps if not self.path(s).exists()]
+        with tqdm(total=len(todo), desc=f"target outputs ({self.source})", disable=not progress) as bar:
+            for k in range(0, len(todo), group):
+                chunk = todo[k:k + group]
+                for s, b in zip(chunk, self.compute_many(chunk)):
+                    self.save(s, b)
+                bar.update(len(chunk))

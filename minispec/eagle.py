@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError, load_into, read_checkpoint, save_pretrained, weights_fingerprint
 from .model import DecoderLayer, KVCache, ModelConfig, rope_and_mask, rotary_tables
 from .sampling import SamplingParams, sample, warp
+from .speculative import check_max_entropy, too_unsure
 from .train import soft_cross_entropy
 from .tree import DraftTree
 
@@ -130,11 +131,14 @@ EAGLE1_TRAIN = dict(steps=4000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0
 
 def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = None,
                  token_shift: bool = True, feature_loss: bool = True, cache_dir=None,
-                 progress: bool = True, stop_after: int | None = None, on_step=None,
+                 source: str = "corpus", num_batches: int | None = None, progress: bool = True,
+                 stop_after: int | None = None, on_step=None,
                  tokens=None, val_tokens=None, command: str = "", cfg=None) -> Eagle1Head:
-    """Train an EAGLE-1 head on the target's features over corpus windows (self-distillation),
-    resumable from run_dir/state.pt; write the shipped folder out_dir (default data/eagle1).
-    token_shift=False and feature_loss=False train the two ablations."""
+    """Train an EAGLE-1 head on the target's features (self-distillation) over corpus windows
+    or over the target's own continuations (source="regenerated"), num_batches distinct batches
+    (None: a new one every step); resumable from run_dir/state.pt; write the shipped folder
+    out_dir (default data/eagle1). token_shift=False and feature_loss=False train the two
+    ablations."""
     from .data import DATA_DIR, DOMAINS, load_tokens
     from .distill import SelfDistillation
     from .train import TrainConfig, fit
@@ -151,7 +155,9 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
     val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
     data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
-                            cache_dir=cache_dir)
+                            source=source, num_batches=num_batches, cache_dir=cache_dir)
+    if cache_dir is not None:
+        data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
     val = {}
     with torch.no_grad():
         for d, ids in val_tokens.items():
@@ -169,7 +175,8 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
 
     target_sha256 = weights_fingerprint(target)
     settings = {"model_config": head.config.to_dict(), "token_shift": token_shift,
-                "feature_loss": feature_loss, "target_sha256": target_sha256}
+                "feature_loss": feature_loss, "target_sha256": target_sha256,
+                "source": source, "num_batches": num_batches}
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val), desc="train eagle1",
                progress=progress, stop_after=stop_after, on_step=on_step)
@@ -181,7 +188,10 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                     tokenizer_sha256=getattr(target, "tokenizer_sha256", None),
                     training={"command": command or "python -m minispec train eagle1",
                               "config": asdict(cfg), "feature_loss": feature_loss,
-                              "data": "corpus windows, the target's features computed on the fly",
+                              "data": {"source": source, "num_batches": num_batches,
+                                       "prompt_len": data.prompt_len if source == "regenerated" else None,
+                                       "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
+                                       * cfg.batch_size * cfg.seq_len},
                               "train_time_s": done["train_time_s"],
                               "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
                               "device": str(target.device), "torch": torch.__version__,
@@ -293,8 +303,9 @@ class Eagle1Drafter:
     expands the tree level by level, one head forward per level (the level's nodes see the
     real prefix, their ancestors and themselves), and finally forgets the tree.
     """
-    def __init__(self, head: Eagle1Head, target, max_len: int, choices=None):
+    def __init__(self, head: Eagle1Head, target, max_len: int, choices=None, max_entropy=None):
         self.head, self.target = head, target
+        self.max_entropy = check_max_entropy(max_entropy)     # SVIP (chapter 4); None: off
         self.paths = check_choices(choices or TREE_CHOICES)
         if not head.token_shift and any(c[-1] for c in self.paths):
             raise ValueError("a head trained without the token shift cannot tell siblings apart: "
@@ -379,13 +390,15 @@ class Eagle1Drafter:
             new = []
             for c, row in zip(expand, logits):
                 picks, q_rows = self._children(row, self.n_children[c], params, generator)
-                for r in range(len(picks)):
+                unsure = too_unsure(row, params, self.max_entropy)  # SVIP: these picks are guesses,
+                for r in range(len(picks)):                          # so nothing is drafted below them
                     node_of[c + (r,)] = len(tree_tokens)
                     tree_tokens.append(picks[r])
                     parents.append(node_of[c])
                     if q_rows is not None:
                         qs.append(q_rows[r])
-                    new.append(c + (r,))
+                    if not unsure:
+                        new.append(c + (r,))
             level = [c for c in new if has_children(c)]        # one head pass for the next level
             if level:
                 ids = [node_of[c] for c in level]

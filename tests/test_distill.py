@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY, tiny_model
+from minispec.checks import chi_square_ok
 from minispec.distill import SelfDistillation
 
 TOKENS = {"a": np.arange(0, 2000, dtype=np.uint16) % 64, "b": (np.arange(0, 2000, dtype=np.uint16) * 7) % 64}
@@ -35,6 +36,35 @@ def test_regenerated_windows_keep_the_prefix_and_follow_the_target():
     assert (b.ids[:, 4:] == best[:, 3:-1]).float().mean() > 0.9
 
 
+def test_regenerated_rows_depend_on_their_own_step_only():
+    """Several steps generated in one batch give each step's batch alone (inverse-CDF sampling
+    with per-step numbers), and num_batches makes epochs over the same batches."""
+    target = tiny_model()
+    data = SelfDistillation(target, TOKENS, batch_size=2, seq_len=12, source="regenerated", prompt_len=3,
+                            num_batches=2)
+    together = data.compute_many([0, 1, 5])
+    for s, b in zip([0, 1, 5], together):
+        alone = data.compute(s)
+        assert torch.equal(b.ids, alone.ids)
+        torch.testing.assert_close(b.feature(target), alone.feature(target))
+    assert not torch.equal(together[0].ids, together[1].ids)
+    assert torch.equal(data.batch(3).ids, together[1].ids)         # step 3 reads batch 3 % 2
+
+
+def test_regenerated_tokens_follow_the_target_distribution():
+    """The inverse-CDF sampler draws each token with the target's probability: first tokens of
+    many rows against p, exactly computed."""
+    target = tiny_model()
+    data = SelfDistillation(target, TOKENS, batch_size=4000, seq_len=5, source="regenerated", prompt_len=4)
+    prefix = torch.tensor([[1, 2, 3, 4]]).repeat(4000, 1)
+    ids = data.regenerate(prefix, data.uniforms(0)[:, :1])
+    with torch.no_grad():
+        p = torch.softmax(target(prefix[:1]).logits[0, -1].double(), -1)
+    counts = torch.bincount(ids[:, 4], minlength=p.numel())
+    assert chi_square_ok(counts, p)
+    assert not chi_square_ok(counts, torch.softmax(p.log() * 1.3, -1))   # a sharper p is told apart
+
+
 def test_the_disk_cache_returns_what_was_computed(tmp_path):
     target = tiny_model()
     data = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8, cache_dir=tmp_path)
@@ -53,3 +83,5 @@ def test_bad_settings_are_refused():
         SelfDistillation(target, TOKENS, 2, 1000)
     with pytest.raises(ValueError, match="prompt_len"):
         SelfDistillation(target, TOKENS, 2, 8, source="regenerated", prompt_len=8)
+    with pytest.raises(ValueError, match="num_batches"):
+        SelfDistillation(target, TOKENS, 2, 8, num_batches=0)
