@@ -22,6 +22,8 @@ top_k is the sampling parameter.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .eagle import Eagle1Drafter
@@ -46,37 +48,34 @@ class Eagle2Drafter(Eagle1Drafter):
         self.cache = head.new_cache(max_len + depth * top_k)
 
     def expand(self, tokens: list[int], depth: int, params: SamplingParams):
-        """The candidates: (tokens, parents, scores), parents first. Also returns the head's
-        distribution at every expanded node (for the notebook's calibration plots)."""
+        """The candidates: (tokens, parents, scores), parents first, and the head's distribution
+        at every expanded node (for the chapter's plots)."""
         root = self.catch_up(tokens)
         cand_tok, cand_par, cand_score = [], [], []
         node_feat, slot = {-1: root}, {}
-        frontier, frontier_score = [-1], torch.zeros(1, device=root.device)
+        frontier, frontier_score = [-1], [0.0]
         dists = {}
         for level in range(depth):
             feats = torch.stack([node_feat[n] for n in frontier])                     # (k, D)
             logits = self.target.lm_head(feats).float()                                # (k, V)
             q = torch.softmax(logits, -1) if params.greedy else warp(logits, params)   # what the head drafts from
-            logq, top = q.clamp_min(1e-30).log().topk(self.top_k, dim=-1)              # (k, top_k)
-            for n, row in zip(frontier, q):
-                dists[n] = row
-            scores = frontier_score[:, None] + logq                                    # (k, top_k)
+            top_q, top = q.topk(self.top_k, dim=-1)                                    # (k, top_k)
+            dists.update(zip(frontier, q))
             new = []
-            for a, n in enumerate(frontier):
-                for j in range(self.top_k):
-                    if q[a, top[a, j]] <= 0:          # outside q's support (top_k / top_p): never drafted
-                        continue
+            for n, s, qs, xs in zip(frontier, frontier_score, top_q.tolist(), top.tolist()):
+                for qx, x in zip(qs, xs):
+                    if qx <= 0:               # outside q's support (top_k / top_p): never drafted
+                        break
                     new.append(len(cand_tok))
-                    cand_tok.append(int(top[a, j]))
+                    cand_tok.append(x)
                     cand_par.append(n)
-                    cand_score.append(float(scores[a, j]))
+                    cand_score.append(s + math.log(qx))                                # parent score + log q
             if level == depth - 1 or not new:
                 break
-            best = sorted(new, key=lambda i: -cand_score[i])[:self.top_k]              # the next frontier
-            h = self.head_level(tokens, best, cand_tok, cand_par, node_feat, slot)      # one head pass
-            node_feat.update(zip(best, h))
-            frontier = best
-            frontier_score = torch.tensor([cand_score[i] for i in best], device=root.device)
+            frontier = sorted(new, key=lambda i: -cand_score[i])[:self.top_k]          # the next frontier
+            frontier_score = [cand_score[i] for i in frontier]
+            h = self.head_level(tokens, frontier, cand_tok, cand_par, node_feat, slot)  # one head pass
+            node_feat.update(zip(frontier, h))
         self.cache.rollback(len(tokens) - 1)                                           # forget the tree
         return cand_tok, cand_par, cand_score, dists
 
@@ -93,7 +92,7 @@ class Eagle2Drafter(Eagle1Drafter):
         if not params.greedy:                        # deterministic picks: one-hot q
             q = torch.zeros(len(keep), self.target.vocab_size, device=self.head.device)
             q[torch.arange(len(keep)), torch.tensor(tree_tokens)] = 1.0
-        return DraftTree(tree_tokens, parents, q)
+        return DraftTree(tree_tokens, parents, q, [cand_score[c] for c in keep])
 
 
 def rerank(parents: list[int], scores: list[float], total_tokens: int) -> list[int]:
@@ -110,3 +109,50 @@ def rerank(parents: list[int], scores: list[float], total_tokens: int) -> list[i
             a = parents[a]
     kept = sorted(keep)                          # candidate order: parents precede children
     return kept[:total_tokens] if len(kept) > total_tokens else kept
+
+
+@torch.inference_mode()
+def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64,
+                total_tokens: int = 16, depth: int = 6, top_k: int = 4) -> dict[str, list]:
+    """Does the head's confidence predict acceptance? Greedy EAGLE-2 generations of the prompts;
+    for every drafted node of every round, one record:
+
+        depth       the node's depth in the tree (1 = a child of the root)
+        rank        its sibling rank (0 = its parent's top pick)
+        q           the head's probability of its token given its parent, exp(score - parent's)
+        confidence  exp(score): the head's probability of the whole path down to it
+        reached     the target accepted every ancestor (so the node was really checked)
+        accepted    reached, and the target's greedy choice at its parent is its token
+
+    EAGLE-2's claim is that q predicts `accepted` among reached nodes, and confidence predicts it
+    among all nodes. Returns {field: list} over all nodes."""
+    from .generation import check_prompt
+    from .sampling import SamplingParams
+    from .speculative import speculative_round
+    params = SamplingParams(0.0)
+    rec = {k: [] for k in ("depth", "rank", "q", "confidence", "reached", "accepted")}
+    for prompt in prompts:
+        tokens = check_prompt(prompt, max_new_tokens, target.max_seq_len)
+        drafter = Eagle2Drafter(head, target, len(tokens) + max_new_tokens, total_tokens, depth, top_k)
+        cache = target.new_cache(len(tokens) + max_new_tokens + drafter.extra_nodes)
+        out = target(torch.tensor([tokens[:-1]], device=target.device), cache=cache,
+                     hidden_layers=drafter.feature_layers, logits_to_keep=1)
+        drafter.observe(tokens, {i: h[0] for i, h in out.hidden_states.items()})
+        start = len(tokens)
+        while len(tokens) - start < max_new_tokens:
+            k = min(depth, start + max_new_tokens - len(tokens) - 1)
+            r = speculative_round(target, cache, drafter, tokens, k, params)
+            tree, best = r.tree, r.logits.argmax(-1).tolist()            # best[1 + i]: after node i
+            depths, ok = tree.depth, []
+            for i, (a, x) in enumerate(zip(tree.parents, tree.tokens)):
+                reached = a < 0 or ok[a]
+                ok.append(reached and x == best[a + 1])
+                parent_score = tree.scores[a] if a >= 0 else 0.0
+                rec["depth"].append(depths[i])
+                rec["rank"].append(sum(1 for j in tree.children(a) if j < i))
+                rec["q"].append(math.exp(tree.scores[i] - parent_score))
+                rec["confidence"].append(math.exp(tree.scores[i]))
+                rec["reached"].append(reached)
+                rec["accepted"].append(ok[-1])
+    return rec
+

@@ -12,6 +12,7 @@ says pass or fail and why. Reference solutions: `minispec.solutions`.
     exercises.check_eagle_pairs(my_pairs)               # chapter 2
     exercises.check_tree_mask(my_mask)                  # chapter 3
     exercises.check_tree_greedy(my_verify_tree)         # chapter 3
+    exercises.check_rerank(my_rerank)                   # chapter 4
 
 Every check is deterministic (fixed seeds, tiny random models on the CPU), so a grade does not
 depend on the machine.
@@ -412,3 +413,58 @@ def check_tree_greedy(fn) -> CheckResult:
             raise _Fail(f"{case}: got ({acc}, {nxt}), expected ({list(want[0])}, {want[1]}); {hint}")
         return f"greedy tree verification agrees on {len(cases)} trees"
     return _check("greedy tree verification", body)
+
+
+# ----------------------------------------------------------------------- chapter 4
+def _candidates(n_cases: int = 60, seed: int = 0):
+    """Random candidate sets as EAGLE-2's expansion makes them: parents first, each with the
+    head's log q given its parent (<= 0)."""
+    rng = random.Random(seed)
+    cases = [([-1, -1, 0, 0, 1, 2], [-0.1, -2.0, -0.2, -2.9, -0.1, -0.2], 3),   # a deep confident chain
+             ([-1, -1, 0], [-1.5, -0.3, -0.01], 2),                              # the best root child's child beats its uncle
+             ([-1, 0], [-0.5, -0.5], 5)]                                          # fewer candidates than asked
+    for _ in range(n_cases):
+        parents, logq = [], []
+        for i in range(rng.randrange(1, 14)):
+            parents.append(rng.randrange(-1, i))
+            logq.append(-rng.expovariate(1.0))
+        cases.append((parents, logq, rng.randrange(1, len(parents) + 2)))
+    return cases
+
+
+def check_rerank(fn) -> CheckResult:
+    """fn(parents, logq, total_tokens) -> the candidates EAGLE-2 keeps, as a list of candidate
+    indices in ascending order (so parents precede children). parents[i] is candidate i's
+    parent (-1 = the root; parents come first), logq[i] = log q(candidate i | its parent).
+    Keep the total_tokens candidates (all, if fewer) whose PATH scores are highest: the score of
+    a candidate is the sum of log q along its path from the root."""
+    from .eagle2 import rerank
+
+    def path_scores(parents, logq):
+        s = []
+        for a, lq in zip(parents, logq):
+            s.append(lq + (s[a] if a >= 0 else 0.0))
+        return s
+
+    def body():
+        cases = _candidates()
+        for parents, logq, n in cases:
+            want = rerank(parents, path_scores(parents, logq), n)
+            got = _as_ids(_call(f"your function (parents {parents}, total_tokens {n})", fn,
+                                list(parents), list(logq), n), "your function")
+            if got == want:
+                continue
+            case = f"parents {parents}, logq {[round(x, 2) for x in logq]}, total_tokens {n}"
+            by_local = sorted(sorted(range(len(logq)), key=lambda i: (-logq[i], i))[:n])
+            if sorted(got) == want:
+                hint = "the right candidates, in the wrong order: return them in ascending index order (parents first)"
+            elif len(got) != len(want):
+                hint = f"keep exactly min(total_tokens, number of candidates) = {len(want)} candidates"
+            elif sorted(got) == by_local or any(parents[i] >= 0 and parents[i] not in got for i in got):
+                hint = ("rank by the PATH score (sum of log q from the root down), not by a candidate's own "
+                        "log q: then a child never outscores its parent, and the kept set is a tree")
+            else:
+                hint = "keep the candidates with the highest path scores"
+            raise _Fail(f"{case}: got {got}, expected {want}; {hint}")
+        return f"the rerank step agrees on {len(cases)} candidate sets"
+    return _check("EAGLE-2 rerank", body)

@@ -38,10 +38,10 @@ def _no_draft(name, draft):
         raise ValueError(f"method {name!r} needs no draft model: it drafts from the context itself")
 
 
-def _sps(target, draft, max_len, gamma):
+def _sps(target, draft, max_len, gamma, max_entropy):
     from .speculative import DraftModelDrafter, check_draft_model
     check_draft_model(draft, target, max_len)
-    return DraftModelDrafter(draft, max_len - 1, gamma)
+    return DraftModelDrafter(draft, max_len - 1, gamma, max_entropy)
 
 
 def _pld(target, draft, max_len, gamma, max_ngram, min_ngram):
@@ -50,7 +50,7 @@ def _pld(target, draft, max_len, gamma, max_ngram, min_ngram):
     return PromptLookupDrafter(target.vocab_size, gamma, max_ngram, min_ngram, target.device)
 
 
-def _eagle1(target, head, max_len, gamma=None, choices=None):
+def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
     from .eagle import Eagle1Drafter, Eagle1Head, chain_choices
     from .speculative import check_gamma
     if not isinstance(head, Eagle1Head):
@@ -60,7 +60,8 @@ def _eagle1(target, head, max_len, gamma=None, choices=None):
         raise ValueError("the head does not match the target (feature size or vocabulary differ)")
     if head.device != target.device:
         raise ValueError(f"the head is on {head.device}, the target on {target.device}")
-    return Eagle1Drafter(head, target, max_len, chain_choices(check_gamma(gamma)) if choices is None else choices)
+    return Eagle1Drafter(head, target, max_len, chain_choices(check_gamma(gamma)) if choices is None else choices,
+                         max_entropy)
 
 
 def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
@@ -80,8 +81,8 @@ def _load_draft(target):
     return load_draft(target.device)
 
 
-def _eagle1_tree(target, head, max_len, choices):
-    return _eagle1(target, head, max_len, choices=choices)
+def _eagle1_tree(target, head, max_len, choices, max_entropy):
+    return _eagle1(target, head, max_len, choices=choices, max_entropy=max_entropy)
 
 
 def _tree_choices():
@@ -101,21 +102,25 @@ def _parse_choices(text: str):
 
 
 GAMMA_HELP = "draft tokens per round (the chain's depth)"
+SVIP = Option(None, "SVIP's adaptive draft length: draft nothing below a token whose distribution's "
+                    "entropy exceeds this many nats; gamma (or the tree) is then the most (default: off)", float)
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ar", "plain autoregressive decoding with the KV cache (the baseline)"),
     Method("sps", "speculative sampling with a draft language model (chapter 1)", _sps,
-           {"gamma": Option(2, GAMMA_HELP)}, "a draft language model (minispec.load_draft())", _load_draft),
+           {"gamma": Option(2, GAMMA_HELP), "max_entropy": SVIP},
+           "a draft language model (minispec.load_draft())", _load_draft),
     Method("pld", "prompt lookup decoding: drafts copied from the context (chapter 1)", _pld,
            {"gamma": Option(6, GAMMA_HELP),
             "max_ngram": Option(3, "longest n-gram to look up"),
             "min_ngram": Option(1, "shortest n-gram to look up")}),
     Method("eagle1", "EAGLE-1: feature-level drafting with a trained head, as a chain (chapter 2)",
-           _eagle1, {"gamma": Option(2, GAMMA_HELP)},
+           _eagle1, {"gamma": Option(2, GAMMA_HELP), "max_entropy": SVIP},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
     Method("eagle1-tree", "EAGLE-1 with a static draft tree (chapter 3)", _eagle1_tree,
            {"choices": Option(None, "the tree: a name from minispec.eagle.TREES or a JSON list of "
                                     "sibling-rank paths, e.g. [[0],[1],[0,0]] (default: TREE_CHOICES)",
-                              _parse_choices)},
+                              _parse_choices),
+            "max_entropy": SVIP},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
     Method("eagle2", "EAGLE-2: a dynamic draft tree grown where the head is confident (chapter 4)",
            _eagle2, {"total_tokens": Option(16, "drafted tokens per round (the tree's size)"),

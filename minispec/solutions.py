@@ -85,3 +85,13 @@ def tree_greedy(tokens: list[int], parents: list[int], logits: torch.Tensor):
             return accepted, choice
         accepted.append(child)
         node = child
+
+
+def rerank(parents: list[int], logq: list[float], total_tokens: int) -> list[int]:
+    """Chapter 4: EAGLE-2's rerank. Path score = sum of log q along the path; keep the best
+    total_tokens, in candidate order (parents first)."""
+    score = []
+    for parent, lq in zip(parents, logq):
+        score.append(lq + (score[parent] if parent >= 0 else 0.0))
+    best = sorted(range(len(score)), key=lambda i: (-score[i], i))[:total_tokens]
+    return sorted(best)

@@ -31,6 +31,26 @@ from .tree import DraftTree, verify_tree_greedy, verify_tree_sampling
 from .verify import verify_greedy, verify_sampling
 
 
+def check_max_entropy(max_entropy) -> float | None:
+    if max_entropy is None:
+        return None
+    if isinstance(max_entropy, bool) or not isinstance(max_entropy, (int, float)) or not max_entropy >= 0 \
+            or max_entropy == float("inf"):
+        raise ValueError(f"max_entropy (nats) must be a finite number >= 0 or None, got {max_entropy!r}")
+    return float(max_entropy)
+
+
+def too_unsure(logits: torch.Tensor, params: SamplingParams, max_entropy: float | None) -> bool:
+    """SVIP's stopping rule (chapter 4): the entropy (nats) of the distribution a draft token came
+    from exceeds max_entropy, so the token is a guess that will likely be rejected: propose it
+    (its check is free in the pass that happens anyway) but draft nothing after it. When greedy
+    that distribution is the draft's softmax; when sampling, the warped q."""
+    if max_entropy is None:
+        return False
+    q = torch.softmax(logits.float(), -1) if params.greedy else warp(logits, params)
+    return float(-(q * q.clamp_min(1e-30).log()).sum()) > max_entropy
+
+
 def check_gamma(gamma) -> int:
     if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
         raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
@@ -38,11 +58,14 @@ def check_gamma(gamma) -> int:
 
 
 class DraftModelDrafter:
-    """Chain drafting with a small LM: feed what it has not seen, then sample gamma tokens."""
+    """Chain drafting with a small LM: feed what it has not seen, then sample gamma tokens
+    (fewer when one comes from a distribution whose entropy exceeds max_entropy: SVIP's
+    adaptive draft length)."""
     extra_nodes, feature_layers = 0, ()
 
-    def __init__(self, draft, max_len: int, gamma: int):
+    def __init__(self, draft, max_len: int, gamma: int, max_entropy: float | None = None):
         self.draft, self.gamma = draft, check_gamma(gamma)
+        self.max_entropy = check_max_entropy(max_entropy)
         self.cache = draft.new_cache(max_len)
 
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
@@ -61,8 +84,9 @@ class DraftModelDrafter:
                 x = sample(q, generator)
                 qs.append(q)
             xs.append(x)
-            if i < k - 1:
-                logits = self.draft(x.view(1, 1), cache=self.cache, logits_to_keep=1).logits[0, -1]
+            if i == k - 1 or too_unsure(logits, params, self.max_entropy):   # SVIP: x was a guess
+                break
+            logits = self.draft(x.view(1, 1), cache=self.cache, logits_to_keep=1).logits[0, -1]
         return DraftTree.chain(torch.stack(xs).tolist(), torch.stack(qs) if qs else None)  # one sync
 
     def observe(self, tokens: list[int], hidden) -> None:

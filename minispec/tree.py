@@ -30,6 +30,8 @@ class DraftTree:
     tokens: list[int]                 # (N,) drafted token of each node
     parents: list[int]                # (N,) parent node, -1 = the root; parents[i] < i
     q: torch.Tensor | None = None     # (N, V) what each token was drawn from (None: greedy)
+    scores: list[float] | None = None  # (N,) the drafter's log-confidence in each node's path
+                                       # (EAGLE-2's score; None: not recorded)
 
     def __post_init__(self):
         if len(self.tokens) != len(self.parents):
@@ -39,6 +41,8 @@ class DraftTree:
                 raise ValueError(f"node {i} has parent {a}: parents must come first (-1 = the root)")
         if self.q is not None and self.q.shape[0] != len(self.tokens):
             raise ValueError(f"q has {self.q.shape[0]} rows for {len(self.tokens)} nodes")
+        if self.scores is not None and len(self.scores) != len(self.tokens):
+            raise ValueError(f"{len(self.scores)} scores for {len(self.tokens)} nodes")
 
     @classmethod
     def chain(cls, tokens: list[int], q: torch.Tensor | None = None) -> "DraftTree":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import math
 
 import torch
 
@@ -259,25 +260,32 @@ def tree_fates(tree, accepted: list[int]) -> list[str]:
 
 class TreeStepper(_Stepper):
     """One tree round at a time with an EAGLE-1 head (method "eagle1-tree", or "eagle1" for a
-    chain), through the package's own speculative_round. step() returns a record with the tree,
-    the accepted nodes, every node's fate, the target's top choice after the root and after
-    every node, and the rows the coloured trace reads ("drafts": the accepted path)."""
+    chain; or any drafter given, e.g. EAGLE-2's), through the package's own speculative_round.
+    step() returns a record with the tree, the accepted nodes, every node's fate, the target's
+    top choice after the root and after every node, and the rows the coloured trace reads
+    ("drafts": the accepted path)."""
 
-    def __init__(self, target, head, prompt_ids, choices=None, params=SamplingParams(0.0), seed=0):
+    def __init__(self, target, head, prompt_ids, choices=None, params=SamplingParams(0.0), seed=0,
+                 drafter=None):
         from .eagle import Eagle1Drafter
         from .generation import check_prompt
         self.target, self.params = target, params
         self.tokens = check_prompt(prompt_ids, 1, target.max_seq_len)
         self.prompt_len = len(self.tokens)
-        self.drafter = Eagle1Drafter(head, target, target.max_seq_len, choices)
-        self.cache = target.new_cache(target.max_seq_len + self.drafter.extra_nodes)
         self.generator = torch.Generator(device=target.device).manual_seed(seed)
         self.history: list[dict] = []
+        self.set_drafter(drafter or Eagle1Drafter(head, target, target.max_seq_len, choices))
+
+    @torch.inference_mode()
+    def set_drafter(self, drafter) -> None:
+        """Continue with another drafter (e.g. new settings): the target reads the text so far
+        again, and the new drafter is shown its features."""
+        self.drafter = drafter
+        self.cache = self.target.new_cache(self.target.max_seq_len + drafter.extra_nodes)
         if len(self.tokens) > 1:
-            with torch.inference_mode():
-                out = target(torch.tensor([self.tokens[:-1]], device=target.device), cache=self.cache,
-                             hidden_layers=self.drafter.feature_layers, logits_to_keep=1)
-                self.drafter.observe(self.tokens, {i: h[0] for i, h in out.hidden_states.items()})
+            out = self.target(torch.tensor([self.tokens[:-1]], device=self.target.device), cache=self.cache,
+                              hidden_layers=drafter.feature_layers, logits_to_keep=1)
+            drafter.observe(self.tokens, {i: h[0] for i, h in out.hidden_states.items()})
 
     @torch.inference_mode()
     def step(self) -> dict:
@@ -317,7 +325,8 @@ def tree_layout(tree) -> dict[int, tuple[float, int]]:
 
 def plot_tree(record: dict, tokenizer, ax=None):
     """A verified draft tree: the root (the last token) on top, each node's token, coloured by
-    fate (accepted path, rejected, never checked), and the token the target added."""
+    fate (accepted path, rejected, never checked), and the token the target added. When the
+    drafter scored its nodes (EAGLE-2), each shows its path confidence exp(score) in percent."""
     import matplotlib.pyplot as plt
     tree, fates = record["tree"], record["fates"]
     pos = tree_layout(tree)
@@ -334,6 +343,8 @@ def plot_tree(record: dict, tokenizer, ax=None):
             ax.plot([px, x], [-pd, -d], color="#2d6a4f" if on_path else "#bbb", lw=2.5 if on_path else 1, zorder=1)
     for node, (x, d) in pos.items():
         text = ("root\n" + name(record["last_token"])) if node < 0 else name(tree.tokens[node])
+        if node >= 0 and tree.scores is not None:
+            text += f"\n{100 * math.exp(tree.scores[node]):.0f}%"
         fc = "#ffffff" if node < 0 else color[fates[node]]
         ax.text(x, -d, text, ha="center", va="center", fontsize=8, zorder=2,
                 bbox=dict(boxstyle="round,pad=0.3", fc=fc, ec="#555"))

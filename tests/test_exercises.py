@@ -222,3 +222,30 @@ def test_tree_greedy_checker():
         return acc, int(logits[node + 1].argmax())
     for wrong in (first_child_only, bonus_from_last_row, any_depth):
         assert not exercises.check_tree_greedy(wrong), wrong
+
+
+def test_rerank_checker():
+    assert exercises.check_rerank(solutions.rerank)
+
+    def by_own_logq(parents, logq, n):              # ranks by the node's own q: not a tree
+        return sorted(sorted(range(len(logq)), key=lambda i: -logq[i])[:n])
+
+    def by_score_order(parents, logq, n):           # the right set, best first
+        keep = solutions.rerank(parents, logq, n)
+        s = []
+        for a, lq in zip(parents, logq):
+            s.append(lq + (s[a] if a >= 0 else 0.0))
+        return sorted(keep, key=lambda i: -s[i])
+
+    def one_too_many(parents, logq, n):
+        return solutions.rerank(parents, logq, n + 1)
+
+    def worst_first(parents, logq, n):              # sorts ascending: keeps the least likely
+        s = []
+        for a, lq in zip(parents, logq):
+            s.append(lq + (s[a] if a >= 0 else 0.0))
+        return sorted(sorted(range(len(s)), key=lambda i: s[i])[:n])
+    hints = {by_own_logq: "PATH score", by_score_order: "order", one_too_many: "exactly", worst_first: "PATH"}
+    for wrong, words in hints.items():
+        r = exercises.check_rerank(wrong)
+        assert not r and words in r.message, (wrong, r)

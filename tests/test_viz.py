@@ -109,3 +109,31 @@ def test_a_round_with_nothing_drafted_is_a_plain_step():
     r = st.step()                                   # no earlier occurrence of the last token
     assert r["drafts"] == [] and not r["bonus"] and round_fates(r)[-1][1] == "plain"
     plot_round(r, TOK)
+
+
+def test_tree_stepper_follows_greedy_decoding_across_drafter_changes():
+    """The tree stepper (chapters 3 and 4) through static and dynamic trees, switching the
+    drafter between rounds as the chapter 4 widget does: the text is plain greedy decoding, every
+    node has a fate, and EAGLE-2's nodes carry scores that plot_tree draws."""
+    import matplotlib.pyplot as plt
+    from test_eagle import random_head
+    from minispec.eagle import TREES, Eagle1Drafter
+    from minispec.eagle2 import Eagle2Drafter
+    from minispec.viz import TreeStepper, plot_tree
+    target = tiny_model()
+    head = random_head(target, 1)
+    prompt = [3, 1, 4, 1, 5]
+    want = generate(target, prompt, 40).tokens
+    st = TreeStepper(target, head, prompt, choices=TREES["t8"])
+    for i in range(6):
+        if i % 2:
+            st.set_drafter(Eagle2Drafter(head, target, target.max_seq_len, total_tokens=4 + i, depth=3, top_k=2))
+        elif i:
+            st.set_drafter(Eagle1Drafter(head, target, target.max_seq_len, TREES["t4"]))
+        r = st.step()
+        assert len(r["fates"]) == len(r["tree"]) and r["fates"].count("accepted") == len(r["accepted"])
+        assert (r["tree"].scores is not None) == bool(i % 2)
+        plot_tree(r, TOK)
+        plt.close("all")
+    new = st.tokens[len(prompt):]
+    assert new == want[:len(new)] and len(new) >= 6
