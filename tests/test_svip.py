@@ -11,7 +11,7 @@ from minispec import generate
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
 from minispec.eagle2 import calibration
 from minispec.model import ModelConfig
-from minispec.sampling import SamplingParams
+from minispec.sampling import SamplingParams, warp
 from minispec.speculative import too_unsure
 
 
@@ -91,3 +91,33 @@ def test_calibration_records_agree_with_the_generation():
     runs = [generate(target, p, 20, method="eagle2", draft=head, total_tokens=6, depth=3, eagle_topk=2)
             for p in (PROMPT, PROMPT[:3])]
     assert accepted == sum(g.stats.num_accepted_tokens for g in runs)
+
+
+@pytest.mark.parametrize("method, options", [("eagle1", {"gamma": 2}),
+                                             ("eagle1-tree", {"choices": [[0], [1], [0, 0], [1, 0]]})])
+def test_svip_with_the_eagle_head_sampling_matches_the_target_exactly(method, options, monkeypatch):
+    """The threshold is the median entropy the head actually meets, so some nodes stop and some
+    expand (checked), and the 3-token distribution is still the target's."""
+    import minispec.eagle as eagle_module
+    target = tiny_model(2, SMALL)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(3.0)
+    head = random_head(target, 0)
+    params = SamplingParams(1.0)
+    real, seen = eagle_module.too_unsure, []
+
+    def spy(logits, params, max_entropy):
+        q = warp(logits, params)
+        seen.append(float(-(q * q.clamp_min(1e-30).log()).sum()))
+        return real(logits, params, max_entropy)
+
+    monkeypatch.setattr(eagle_module, "too_unsure", spy)
+    sequence_frequencies(target, PROMPT, params, 50, method=method, draft=head, **options)
+    threshold = sorted(seen)[len(seen) // 2]
+    seen.clear()
+    exact = exact_distribution(target, PROMPT, params, 3).flatten()
+    counts = sequence_frequencies(target, PROMPT, params, 3000, method=method, draft=head,
+                                  max_entropy=threshold, **options)
+    assert min(seen) <= threshold < max(seen)                     # both branches were taken
+    assert int(counts[exact == 0].sum()) == 0
+    assert chi_square_ok(counts, exact)
