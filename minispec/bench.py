@@ -43,7 +43,8 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     method_options: method -> extra options for generate (e.g. {"sps": {"gamma": 4}}); a method
                     may be a variant METHOD@NAME with options of its own
     cost_curve_max: also measure the target's forward cost T(n), n = 1..cost_curve_max, after the
-                    generations (what verifying a chain or tree of n - 1 drafts costs)
+                    generations (what verifying a chain or tree of n - 1 drafts costs), and add
+                    the cost model's predicted speedup to every row (`add_predictions`)
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -124,7 +125,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                       "speedup_range": [round(min(spd_r), 3), round(max(spd_r), 3)],
                       "mean_acceptance_length": round(st.mean_acceptance_length, 3),
                       "acceptance_per_pos": [round(a, 4) for a in st.acceptance_per_pos],
-                      "acceptance_rate": round(st.acceptance_rate, 4),
+                      "acceptance_rate": round(st.acceptance_rate, 4), "drafted_tokens": st.num_draft_tokens,
                       "lossless": lossless, "new_tokens": st.new_tokens, "wall_time": round(st.wall_time, 3),
                       "target_calls": st.target_calls, "steps": len(st.accept_lengths),
                       "time_split": {k: round(v, 4) for k, v in (
@@ -134,6 +135,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     if cost_curve_max:
         from .costs import cost_curve
         summary["target_cost"] = cost_curve(target, range(1, cost_curve_max + 1))
+        add_predictions(summary)
     if out_dir is not None:
         out_dir = Path(out_dir)
         (out_dir / "answers").mkdir(parents=True, exist_ok=True)
@@ -143,6 +145,27 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                 for a in answers[m]:
                     f.write(json.dumps(a) + "\n")
     return summary
+
+
+def add_predictions(summary: dict) -> None:
+    """The cost model's speedup for every method and domain, beside the measured one:
+    costs.round_speedup from the tokens per round, the tokens verified per round and the drafting
+    time per round (all measured in this run) and the target's cost curve T(n). Sets
+    "predicted_speedup" and "prediction_error" ((predicted - measured) / measured), or None where
+    a round verified more tokens than the curve covers."""
+    from .costs import round_speedup
+    cost = summary["target_cost"]
+    T = dict(zip(cost["n"], cost["median"]))
+    for m, per in summary["methods"].items():
+        for r in per.values():
+            rounds = r["steps"]
+            n = 1 + r["drafted_tokens"] / rounds if rounds else 1
+            if not rounds or n > max(T):
+                r["predicted_speedup"] = r["prediction_error"] = None
+                continue
+            p = round_speedup(r["new_tokens"] / rounds, n, r["time_split"]["draft"] / rounds, T)
+            r["predicted_speedup"] = round(p, 3)
+            r["prediction_error"] = round((p - r["speedup"]) / r["speedup"], 3) if r["speedup"] else None
 
 
 def _load_average() -> float:

@@ -8,7 +8,13 @@ The papers' model assumes that verifying gamma + 1 tokens costs one target step:
     speedup = (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1))          (`predicted_speedup`)
 The refined model uses the measured tau and the measured cost of the verification pass:
     speedup = tau T(1) / (T(gamma+1) + gamma c T(1))                      (`refined_speedup`)
-Both leave out the per-round bookkeeping (Python, building tensors, rolling caches back).
+For any drafter (trees, EAGLE heads), with n tokens verified per round and the measured
+drafting time per round:
+    speedup = tau T(1) / (T(n) + t_draft)                                 (`round_speedup`)
+and on a memory-bound GPU, where a pass over up to ~60 tokens costs about one token and a draft
+pass costs c target passes (the ratio of the weights each reads):
+    speedup = tau / (1 + passes c)                                        (`memory_bound_speedup`)
+All leave out the per-round bookkeeping (Python, building tensors, rolling caches back).
 """
 from __future__ import annotations
 
@@ -82,3 +88,26 @@ def refined_speedup(tau: float, gamma: int, c: float, T: dict[int, float]) -> fl
     """tau T(1) / (T(gamma+1) + gamma c T(1)): tau tokens for one verification pass of gamma+1
     tokens and gamma draft steps. T maps a number of tokens to the measured seconds."""
     return tau * T[1] / (T[gamma + 1] + gamma * c * T[1])
+
+
+def round_speedup(tau: float, n_verified: float, t_draft: float, T: dict[int, float]) -> float:
+    """tau T(1) / (T(n) + t_draft): tau tokens per round, for one target pass over n_verified
+    tokens (drafted tokens + the root; interpolated between measured sizes) and t_draft seconds
+    of drafting. T maps a number of tokens to the measured seconds of a pass."""
+    lo = max(k for k in T if k <= n_verified)
+    hi = min((k for k in T if k >= n_verified), default=lo)
+    t_n = T[lo] if hi == lo else T[lo] + (T[hi] - T[lo]) * (n_verified - lo) / (hi - lo)
+    return tau * T[1] / (t_n + t_draft)
+
+
+def memory_bound_speedup(tau: float, draft_passes: float, c: float) -> float:
+    """tau / (1 + draft_passes c): a verification pass costs one target step whatever its size,
+    and each of the round's draft passes costs c target steps."""
+    return tau / (1 + draft_passes * c)
+
+
+def weight_ratio(draft_params: int, target) -> float:
+    """c for a memory-bound device: the weights a draft pass reads over those a target pass reads
+    (the target's embedding table is only indexed, so it does not count)."""
+    read = sum(p.numel() for p in target.parameters()) - target.embed_tokens.weight.numel()
+    return draft_params / read

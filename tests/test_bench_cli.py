@@ -153,3 +153,8 @@ def test_bench_variants_share_one_run(shipped):
     assert list(s["methods"]) == ["ar", "eagle1-tree@a", "eagle1-tree@b"]
     assert all(s["methods"][m]["math"]["lossless"] for m in s["methods"])
     assert s["target_cost"]["n"] == [1, 2, 3]
+    # the cost model, where the curve covers a round's verification pass (1 + 1 tokens, or up to 3)
+    a, b = s["methods"]["eagle1-tree@a"]["math"], s["methods"]["eagle1-tree@b"]["math"]
+    assert a["predicted_speedup"] > 0 and b["predicted_speedup"] > 0
+    assert a["prediction_error"] == pytest.approx((a["predicted_speedup"] - a["speedup"]) / a["speedup"], abs=2e-3)
+    assert a["drafted_tokens"] <= a["steps"] and b["drafted_tokens"] <= 2 * b["steps"]

@@ -6,7 +6,8 @@ import torch
 
 from conftest import TINY, tiny_model
 from minispec import generate
-from minispec.costs import cost_curve, expected_tokens, forward_cost, predicted_speedup, refined_speedup
+from minispec.costs import (cost_curve, expected_tokens, forward_cost, memory_bound_speedup, predicted_speedup,
+                            refined_speedup, round_speedup, weight_ratio)
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams
 from minispec.tokenizer import Tokenizer
@@ -87,6 +88,15 @@ def test_cost_models():
     # verification of gamma + 1 tokens costing one step: the refined model is tau / (gamma c + 1)
     assert refined_speedup(1.75, 2, 0.25, {1: 1.0, 3: 1.0}) == pytest.approx(1.75 / 1.5)
     assert refined_speedup(3.0, 2, 0.0, {1: 1.0, 3: 2.0}) == pytest.approx(1.5)
+    T = {1: 1.0, 2: 1.2, 4: 2.0}
+    assert round_speedup(3.0, 4, 0.5, T) == pytest.approx(3.0 / 2.5)
+    assert round_speedup(3.0, 3, 0.0, T) == pytest.approx(3.0 / 1.6)              # between 2 and 4
+    assert round_speedup(2.0, 1, 0.0, T) == pytest.approx(2.0)
+    assert memory_bound_speedup(4.0, 3, 0.1) == pytest.approx(4.0 / 1.3)
+    model = tiny_model()
+    assert weight_ratio(0, model) == 0
+    full = sum(p.numel() for p in model.parameters()) - model.embed_tokens.weight.numel()
+    assert weight_ratio(full, model) == pytest.approx(1.0)
 
 
 def test_forward_cost_curve_and_show():
