@@ -83,7 +83,8 @@ class SelfDistillation:
         """(B, P) prefixes, (B, N) uniforms -> (B, P + N): the target continues each prefix at
         temperature 1. Token i of a row is the first whose cumulative probability exceeds u[i]
         (inverse-CDF sampling), so a row depends on its own numbers only, and the rows of several
-        steps can be generated in one batch."""
+        steps can be generated in one batch (up to the rounding differences that another batch
+        size may bring, which can move a token whose number falls on a boundary)."""
         cache = self.target.new_cache(prefix.shape[1] + u.shape[1], batch=prefix.shape[0])
         logits = self.target(prefix, cache=cache, logits_to_keep=1).logits[:, -1]          # (B, V)
         out = [prefix]

@@ -15,10 +15,16 @@ that the whole path is accepted.
 
 Siblings are the head's top_k picks, deterministic given the context, so each carries a one-hot
 q: the tree verifier then accepts x with probability p(x) and, on a rejection, removes x from p,
-which is exactly lossless. Names: total_tokens, depth and top_k are the reference code's
-total_token, depth and top_k, and SGLang's speculative-num-draft-tokens, speculative-num-steps
-and speculative-eagle-topk. As a method option top_k is called eagle_topk, because generate's
-top_k is the sampling parameter.
+which is exactly lossless.
+
+Names. Here total_tokens counts the drafted nodes and depth the tree's levels. The reference code
+counts the root in its total_token and runs one top-k step before its depth loop (its trees have
+depth + 1 levels): its (total_token, depth, top_k) are minispec's (total_tokens + 1, depth - 1,
+top_k), so its default (60, 5, 10) is minispec's (59, 6, 10). SGLang's speculative-num-draft-tokens
+counts the root too (its chains use num-steps 3, eagle-topk 1, num-draft-tokens 4), and its
+speculative-num-steps counts levels: SGLang's (num-draft-tokens, num-steps, eagle-topk) are
+minispec's (total_tokens + 1, depth, top_k). As a method option top_k is called eagle_topk,
+because generate's top_k is the sampling parameter.
 """
 from __future__ import annotations
 
@@ -31,10 +37,29 @@ from .sampling import SamplingParams, warp
 from .tree import DraftTree
 
 
-class Eagle2Drafter(Eagle1Drafter):
-    """Dynamic draft trees with an EAGLE-1 head (method "eagle2")."""
+# The defaults depend on the hardware (chapter 4 measures why). On a CPU a target pass costs more
+# with every token it scores and every level is one more head pass, so small, shallow trees win.
+# On a GPU a pass over ~60 tokens costs about as much as one, so the reference's sizes apply
+# (its total_token 60, depth 5, top_k 10, in minispec's counting: see the module's docstring).
+DEFAULTS = {"cpu": {"total_tokens": 16, "depth": 6, "top_k": 4},
+            "gpu": {"total_tokens": 59, "depth": 6, "top_k": 10}}
 
-    def __init__(self, head, target, max_len: int, total_tokens: int = 16, depth: int = 6, top_k: int = 4):
+
+def defaults_for(device) -> dict:
+    """EAGLE-2's default settings for a device: DEFAULTS["cpu"] on a CPU, else DEFAULTS["gpu"]."""
+    return DEFAULTS["cpu" if torch.device(device).type == "cpu" else "gpu"]
+
+
+class Eagle2Drafter(Eagle1Drafter):
+    """Dynamic draft trees with an EAGLE-1 head (method "eagle2"). Settings left at None take
+    the target's device's defaults (`defaults_for`)."""
+
+    def __init__(self, head, target, max_len: int, total_tokens: int | None = None, depth: int | None = None,
+                 top_k: int | None = None):
+        d = defaults_for(target.device)
+        total_tokens = d["total_tokens"] if total_tokens is None else total_tokens
+        depth = d["depth"] if depth is None else depth
+        top_k = d["top_k"] if top_k is None else top_k
         for name, v in (("total_tokens", total_tokens), ("depth", depth), ("eagle_topk", top_k)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -113,10 +138,13 @@ def rerank(parents: list[int], scores: list[float], total_tokens: int) -> list[i
 
 @torch.inference_mode()
 def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64,
-                total_tokens: int = 16, depth: int = 6, top_k: int = 4) -> dict[str, list]:
-    """Does the head's confidence predict acceptance? Greedy EAGLE-2 generations of the prompts;
-    for every drafted node of every round, one record:
+                total_tokens: int | None = None, depth: int | None = None,
+                top_k: int | None = None) -> dict[str, list]:
+    """Does the head's confidence predict acceptance? Greedy EAGLE-2 generations of the prompts
+    (settings left at None: the device's defaults); for every drafted node of every round, one
+    record:
 
+        round       the round's number, counted over all prompts
         depth       the node's depth in the tree (1 = a child of the root)
         rank        its sibling rank (0 = its parent's top pick)
         q           the head's probability of its token given its parent, exp(score - parent's)
@@ -127,20 +155,24 @@ def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64
     EAGLE-2's claim is that q predicts `accepted` among reached nodes, and confidence predicts it
     among all nodes. Returns {field: list} over all nodes."""
     from .generation import check_prompt
+    from .methods import make_drafter
     from .sampling import SamplingParams
     from .speculative import speculative_round
     params = SamplingParams(0.0)
-    rec = {k: [] for k in ("depth", "rank", "q", "confidence", "reached", "accepted")}
+    rec = {k: [] for k in ("round", "depth", "rank", "q", "confidence", "reached", "accepted")}
+    n_round = 0
     for prompt in prompts:
         tokens = check_prompt(prompt, max_new_tokens, target.max_seq_len)
-        drafter = Eagle2Drafter(head, target, len(tokens) + max_new_tokens, total_tokens, depth, top_k)
+        drafter = make_drafter("eagle2", target, head, len(tokens) + max_new_tokens,   # checks the head
+                               total_tokens=total_tokens, depth=depth, eagle_topk=top_k)
         cache = target.new_cache(len(tokens) + max_new_tokens + drafter.extra_nodes)
-        out = target(torch.tensor([tokens[:-1]], device=target.device), cache=cache,
-                     hidden_layers=drafter.feature_layers, logits_to_keep=1)
-        drafter.observe(tokens, {i: h[0] for i, h in out.hidden_states.items()})
+        if len(tokens) > 1:
+            out = target(torch.tensor([tokens[:-1]], device=target.device), cache=cache,
+                         hidden_layers=drafter.feature_layers, logits_to_keep=1)
+            drafter.observe(tokens, {i: h[0] for i, h in out.hidden_states.items()})
         start = len(tokens)
         while len(tokens) - start < max_new_tokens:
-            k = min(depth, start + max_new_tokens - len(tokens) - 1)
+            k = start + max_new_tokens - len(tokens) - 1
             r = speculative_round(target, cache, drafter, tokens, k, params)
             tree, best = r.tree, r.logits.argmax(-1).tolist()            # best[1 + i]: after node i
             depths, ok = tree.depth, []
@@ -148,11 +180,12 @@ def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64
                 reached = a < 0 or ok[a]
                 ok.append(reached and x == best[a + 1])
                 parent_score = tree.scores[a] if a >= 0 else 0.0
+                rec["round"].append(n_round)
                 rec["depth"].append(depths[i])
                 rec["rank"].append(sum(1 for j in tree.children(a) if j < i))
                 rec["q"].append(math.exp(tree.scores[i] - parent_score))
                 rec["confidence"].append(math.exp(tree.scores[i]))
                 rec["reached"].append(reached)
                 rec["accepted"].append(ok[-1])
+            n_round += 1
     return rec
-

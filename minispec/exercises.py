@@ -421,7 +421,7 @@ def _candidates(n_cases: int = 60, seed: int = 0):
     head's log q given its parent (<= 0)."""
     rng = random.Random(seed)
     cases = [([-1, -1, 0, 0, 1, 2], [-0.1, -2.0, -0.2, -2.9, -0.1, -0.2], 3),   # a deep confident chain
-             ([-1, -1, 0], [-1.5, -0.3, -0.01], 2),                              # the best root child's child beats its uncle
+             ([-1, -1, 0], [-1.5, -0.3, -0.01], 2),                              # a child whose own q beats its uncle's, its path's does not
              ([-1, 0], [-0.5, -0.5], 5)]                                          # fewer candidates than asked
     for _ in range(n_cases):
         parents, logq = [], []
@@ -450,16 +450,27 @@ def check_rerank(fn) -> CheckResult:
         cases = _candidates()
         for parents, logq, n in cases:
             want = rerank(parents, path_scores(parents, logq), n)
-            got = _as_ids(_call(f"your function (parents {parents}, total_tokens {n})", fn,
-                                list(parents), list(logq), n), "your function")
+            got = _call(f"your function (parents {parents}, total_tokens {n})", fn, list(parents), list(logq), n)
+            if isinstance(got, torch.Tensor):
+                got = got.flatten().tolist()
+            if not isinstance(got, (list, tuple)) or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                                             for i in got):
+                raise _Fail(f"return a list of candidate indices (ints), got {type(got).__name__}: {got!r:.80}")
+            got = [int(i) for i in got]
             if got == want:
                 continue
             case = f"parents {parents}, logq {[round(x, 2) for x in logq]}, total_tokens {n}"
+            if any(not 0 <= i < len(parents) for i in got) or len(set(got)) != len(got):
+                raise _Fail(f"{case}: got {got}; return distinct candidate indices in 0..{len(parents) - 1}")
+            score = path_scores(parents, logq)
             by_local = sorted(sorted(range(len(logq)), key=lambda i: (-logq[i], i))[:n])
+            worst = sorted(sorted(range(len(score)), key=lambda i: (score[i], -i))[:n])
             if sorted(got) == want:
                 hint = "the right candidates, in the wrong order: return them in ascending index order (parents first)"
             elif len(got) != len(want):
                 hint = f"keep exactly min(total_tokens, number of candidates) = {len(want)} candidates"
+            elif sorted(got) == worst and worst != want:
+                hint = "you kept the LOWEST scores: sort by score from the highest down"
             elif sorted(got) == by_local or any(parents[i] >= 0 and parents[i] not in got for i in got):
                 hint = ("rank by the PATH score (sum of log q from the root down), not by a candidate's own "
                         "log q: then a child never outscores its parent, and the kept set is a tree")

@@ -123,10 +123,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             "max_entropy": SVIP},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
     Method("eagle2", "EAGLE-2: a dynamic draft tree grown where the head is confident (chapter 4)",
-           _eagle2, {"total_tokens": Option(16, "drafted tokens per round (the tree's size)"),
-                     "depth": Option(6, "expansion steps (the tree's depth)"),
-                     "eagle_topk": Option(4, "children per expanded node, and the frontier's width (the "
-                                              "reference's top_k; named apart from sampling's top_k)")},
+           _eagle2, {"total_tokens": Option(None, "drafted tokens per round (the tree's size); default "
+                                                  "by device, minispec.eagle2.DEFAULTS"),
+                     "depth": Option(None, "expansion steps (the tree's depth); default by device"),
+                     "eagle_topk": Option(None, "children per expanded node, and the frontier's width (the "
+                                                "reference's top_k; named apart from sampling's top_k); "
+                                                "default by device")},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
 ]}
 

@@ -89,7 +89,9 @@ def tree_greedy(tokens: list[int], parents: list[int], logits: torch.Tensor):
 
 def rerank(parents: list[int], logq: list[float], total_tokens: int) -> list[int]:
     """Chapter 4: EAGLE-2's rerank. Path score = sum of log q along the path; keep the best
-    total_tokens, in candidate order (parents first)."""
+    total_tokens, in candidate order (parents first). Unlike minispec.eagle2.rerank it takes each
+    candidate's own log q, and needs no closing under parents: with log q <= 0 a child never
+    outscores its parent, and on a tie the parent, made first, sorts first."""
     score = []
     for parent, lq in zip(parents, logq):
         score.append(lq + (score[parent] if parent >= 0 else 0.0))

@@ -279,7 +279,8 @@ class TreeStepper(_Stepper):
     @torch.inference_mode()
     def set_drafter(self, drafter) -> None:
         """Continue with another drafter (e.g. new settings): the target reads the text so far
-        again, and the new drafter is shown its features."""
+        again, and the new drafter, which must be fresh (it has seen no text), is shown its
+        features."""
         self.drafter = drafter
         self.cache = self.target.new_cache(self.target.max_seq_len + drafter.extra_nodes)
         if len(self.tokens) > 1:

@@ -89,6 +89,14 @@ WIDGETS = {
                expect=(shows_image("the verified tree, drawn"),
                        shows_coloured_html("the coloured trace (HTML spans)"))),
     ],
+    "04_dynamic_trees.ipynb": [
+        Widget("dynamic tree explorer",
+               controls=("prompt", "total_tokens", "depth", "top_k", "next round", "restart"),
+               interact=(Slide("total_tokens", 5), Click("next round")),
+               expect=(shows_image("the verified tree, drawn"),
+                       shows_line_starting("5 drafted nodes", "a line starting '5 drafted nodes' (total_tokens moved to 5)"),
+                       shows_coloured_html("the coloured trace (HTML spans)"))),
+    ],
 }
 
 

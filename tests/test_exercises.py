@@ -245,7 +245,11 @@ def test_rerank_checker():
         for a, lq in zip(parents, logq):
             s.append(lq + (s[a] if a >= 0 else 0.0))
         return sorted(sorted(range(len(s)), key=lambda i: s[i])[:n])
-    hints = {by_own_logq: "PATH score", by_score_order: "order", one_too_many: "exactly", worst_first: "PATH"}
+    def out_of_range(parents, logq, n):
+        return [99] * n
+
+    hints = {by_own_logq: "PATH score", by_score_order: "order", one_too_many: "exactly", worst_first: "LOWEST",
+             out_of_range: "distinct candidate indices"}
     for wrong, words in hints.items():
         r = exercises.check_rerank(wrong)
         assert not r and words in r.message, (wrong, r)

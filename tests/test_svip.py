@@ -1,53 +1,42 @@
-"""SVIP's adaptive draft length (chapter 4) and EAGLE-2's calibration records: stopping where
-the draft is unsure changes how much is drafted, never what comes out (greedy: the same tokens;
-sampling: the exact distribution), and the calibration records agree with the generation."""
+"""SVIP's adaptive draft length and EAGLE-2's defaults and calibration records (chapter 4):
+stopping where the draft is unsure changes how much is drafted, never what comes out (greedy:
+the same tokens; sampling: the exact distribution), and the calibration records agree with the
+rounds the verifier ran."""
 import pytest
 import torch
 
+import minispec.eagle as eagle_module
+import minispec.speculative as speculative_module
 from conftest import SMALL, TINY, tiny_model
 from test_eagle import PROMPT, random_head
-from test_speculative import SMALL_DRAFT
 from minispec import generate
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
-from minispec.eagle2 import calibration
+from minispec.eagle2 import DEFAULTS, calibration, defaults_for
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams, warp
 from minispec.speculative import too_unsure
 
-
-def entropies(model, prompt, n=12):
-    """The draft's entropy (nats) after each of n greedy steps from prompt."""
-    out, tokens = [], list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            logits = model(torch.tensor([tokens])).logits[0, -1]
-            q = torch.softmax(logits.float(), -1)
-            out.append(float(-(q * q.log()).sum()))
-            tokens.append(int(logits.argmax()))
-    return sorted(out)
+SMALL_DRAFT = ModelConfig(**{**SMALL.to_dict(), "n_layers": 1})
+TINY_DRAFT = ModelConfig(**{**TINY.to_dict(), "n_layers": 1})
 
 
-@pytest.mark.parametrize("method", ["sps", "eagle1"])
-def test_svip_greedy_equals_plain_greedy_and_drafts_less(method):
-    target = tiny_model()
-    draft = tiny_model(3, ModelConfig(**{**TINY.to_dict(), "n_layers": 1})) if method == "sps" \
-        else random_head(target, 1)
-    want = generate(target, PROMPT, 30).tokens
-    fixed = generate(target, PROMPT, 30, method=method, draft=draft, gamma=4)
-    h = entropies(draft, PROMPT) if method == "sps" else entropies(target, PROMPT)   # the head: roughly
-    middle = h[len(h) // 2]
-    for max_entropy, expect in ((None, "fixed"), (1e9, "fixed"), (middle, "fewer"), (0.0, "one")):
-        g = generate(target, PROMPT, 30, method=method, draft=draft, gamma=4, max_entropy=max_entropy)
-        assert g.tokens == want
-        if expect == "fixed":
-            assert g.stats.num_draft_tokens == fixed.stats.num_draft_tokens
-        elif expect == "fewer":
-            assert g.stats.num_draft_tokens < fixed.stats.num_draft_tokens
-        elif expect == "one":                                   # every token drafted is a guess
-            assert g.stats.num_draft_tokens == g.stats.num_drafts > 0
+def spy_on(module, monkeypatch) -> list[float]:
+    """Record the entropy of every distribution the stopping rule is asked about."""
+    real, seen = module.too_unsure, []
+
+    def spy(logits, params, max_entropy):
+        q = torch.softmax(logits.float(), -1) if params.greedy else warp(logits, params)
+        seen.append(float(-(q * q.clamp_min(1e-30).log()).sum()))
+        return real(logits, params, max_entropy)
+    monkeypatch.setattr(module, "too_unsure", spy)
+    return seen
 
 
-def test_svip_stops_where_the_entropy_is_high():
+def median_threshold(seen: list[float]) -> float:
+    return sorted(seen)[len(seen) // 2]
+
+
+def test_the_stopping_rule():
     params = SamplingParams(0.0)
     sharp, flat = torch.tensor([10.0, 0.0, 0.0, 0.0]), torch.zeros(4)       # entropy ~0 and log 4
     assert not too_unsure(sharp, params, 0.1) and too_unsure(flat, params, 1.0)   # log 4 = 1.39
@@ -55,19 +44,50 @@ def test_svip_stops_where_the_entropy_is_high():
     assert too_unsure(sharp, SamplingParams(100.0), 1.0)      # sampling: the entropy of the warped q
 
 
-def test_svip_sampling_matches_the_target_exactly():
-    """sps with a threshold at the draft's median entropy: some rounds stop early, some do not;
-    the 3-token distribution is still the target's."""
+@pytest.mark.parametrize("method, options", [("sps", {"gamma": 4}), ("eagle1", {"gamma": 4}),
+                                             ("eagle1-tree", {"choices": [[0], [1], [0, 0], [0, 0, 0], [1, 0]]})])
+def test_svip_greedy_equals_plain_greedy_and_drafts_less(method, options, monkeypatch):
+    target = tiny_model()
+    draft = tiny_model(3, TINY_DRAFT) if method == "sps" else random_head(target, 1)
+    seen = spy_on(speculative_module if method == "sps" else eagle_module, monkeypatch)
+    want = generate(target, PROMPT, 30).tokens
+    fixed = generate(target, PROMPT, 30, method=method, draft=draft, **options)
+    middle = median_threshold(seen)
+    for max_entropy, expect in ((None, "fixed"), (1e9, "fixed"), (middle, "fewer"), (0.0, "least")):
+        seen.clear()
+        g = generate(target, PROMPT, 30, method=method, draft=draft, max_entropy=max_entropy, **options)
+        assert g.tokens == want
+        if expect == "fixed":
+            assert g.stats.num_draft_tokens == fixed.stats.num_draft_tokens
+        elif expect == "fewer":
+            assert min(seen) <= middle < max(seen)                 # some nodes stop, some expand
+            assert g.stats.num_draft_tokens < fixed.stats.num_draft_tokens
+        elif expect == "least":                                     # only the root's children
+            first_level = len([c for c in options.get("choices", [[0]]) if len(c) == 1])
+            assert g.stats.num_draft_tokens == first_level * g.stats.num_drafts > 0
+
+
+@pytest.mark.parametrize("method, options", [("sps", {"gamma": 2}), ("eagle1", {"gamma": 2}),
+                                             ("eagle1-tree", {"choices": [[0], [1], [0, 0], [1, 0]]})])
+def test_svip_sampling_matches_the_target_exactly(method, options, monkeypatch):
+    """The threshold is the median entropy the drafter actually meets, so some nodes stop and
+    some expand (checked), and the 3-token distribution is still the target's. (sps meets one
+    context only in a 3-token generation, its first draft's: there it always stops, and never
+    stopping is chapter 1's test.)"""
     target = tiny_model(2, SMALL)
     with torch.no_grad():
         target.lm_head.weight.mul_(3.0)
-    draft = tiny_model(3, SMALL_DRAFT, scale=3.0)
+    draft = tiny_model(3, SMALL_DRAFT, scale=3.0) if method == "sps" else random_head(target, 0)
     params = SamplingParams(1.0)
-    h = entropies(draft, PROMPT)
+    seen = spy_on(speculative_module if method == "sps" else eagle_module, monkeypatch)
+    sequence_frequencies(target, PROMPT, params, 50, method=method, draft=draft, **options)
+    threshold = median_threshold(seen) if method != "sps" else min(seen) - 1e-3
+    seen.clear()
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_frequencies(target, PROMPT, params, 3000, draft=draft, gamma=2,
-                                  max_entropy=h[len(h) // 2])
-    assert counts[exact == 0].sum() == 0
+    counts = sequence_frequencies(target, PROMPT, params, 3000, method=method, draft=draft,
+                                  max_entropy=threshold, **options)
+    assert min(seen) <= threshold < max(seen) if method != "sps" else threshold < min(seen)
+    assert int(counts[exact == 0].sum()) == 0
     assert chi_square_ok(counts, exact)
 
 
@@ -78,46 +98,37 @@ def test_bad_thresholds_are_refused(bad):
         generate(target, PROMPT, 5, method="eagle1", draft=random_head(target), max_entropy=bad)
 
 
-def test_calibration_records_agree_with_the_generation():
+def test_eagle2_defaults_follow_the_device():
+    assert defaults_for("cpu") == DEFAULTS["cpu"] and defaults_for("cuda") == DEFAULTS["gpu"]
+    assert defaults_for(torch.device("mps")) == DEFAULTS["gpu"]
     target, head = tiny_model(), random_head(tiny_model(), 2)
-    rec = calibration(target, head, [PROMPT, PROMPT[:3]], max_new_tokens=20, total_tokens=6, depth=3, top_k=2)
+    g = generate(target, PROMPT, 12, method="eagle2", draft=head)              # the CPU defaults
+    assert g.tokens == generate(target, PROMPT, 12).tokens
+    assert max(len(g.stats.accepted_per_pos), 1) <= DEFAULTS["cpu"]["depth"]
+    assert g.stats.num_draft_tokens <= DEFAULTS["cpu"]["total_tokens"] * g.stats.num_drafts
+
+
+def test_calibration_records_agree_with_the_rounds():
+    """Per round, the reached nodes are exactly the root's children and the children of the
+    accepted nodes, the accepted nodes form a path, and over all rounds they add up to what
+    generate accepts."""
+    target, head = tiny_model(), random_head(tiny_model(), 2)
+    prompts = [PROMPT, PROMPT[:1]]                                   # a one-token prompt too
+    rec = calibration(target, head, prompts, max_new_tokens=20, total_tokens=6, depth=3, top_k=2)
     n = len(rec["q"])
     assert n > 0 and all(len(v) == n for v in rec.values())
-    for d, r, q, c, reached, acc in zip(*rec.values()):
-        assert 0 < c <= q + 1e-6 <= 1 + 1e-6 and 1 <= d <= 3 and 0 <= r < 2
-        assert reached or not acc
-        assert reached or d > 1                                 # the root's children are always checked
-    accepted = sum(rec["accepted"])
+    rows = list(zip(*rec.values()))
+    for rnd in sorted(set(rec["round"])):
+        nodes = [r for r in rows if r[0] == rnd]
+        _, depth, rank, q, conf, reached, accepted = zip(*nodes)
+        assert all(0 < c <= x + 1e-6 <= 1 + 1e-6 for c, x in zip(conf, q))
+        assert all(1 <= d <= 3 and 0 <= k < 2 for d, k in zip(depth, rank))
+        n_acc = sum(accepted)
+        assert sorted(d for d, a in zip(depth, accepted) if a) == list(range(1, n_acc + 1))   # a path
+        root_children = sum(d == 1 for d in depth)
+        assert all(reached[i] for i in range(len(nodes)) if depth[i] == 1)
+        assert sum(reached) >= root_children and (sum(reached) == root_children) == (n_acc == 0)
+        assert all(not a or r for a, r in zip(accepted, reached))
     runs = [generate(target, p, 20, method="eagle2", draft=head, total_tokens=6, depth=3, eagle_topk=2)
-            for p in (PROMPT, PROMPT[:3])]
-    assert accepted == sum(g.stats.num_accepted_tokens for g in runs)
-
-
-@pytest.mark.parametrize("method, options", [("eagle1", {"gamma": 2}),
-                                             ("eagle1-tree", {"choices": [[0], [1], [0, 0], [1, 0]]})])
-def test_svip_with_the_eagle_head_sampling_matches_the_target_exactly(method, options, monkeypatch):
-    """The threshold is the median entropy the head actually meets, so some nodes stop and some
-    expand (checked), and the 3-token distribution is still the target's."""
-    import minispec.eagle as eagle_module
-    target = tiny_model(2, SMALL)
-    with torch.no_grad():
-        target.lm_head.weight.mul_(3.0)
-    head = random_head(target, 0)
-    params = SamplingParams(1.0)
-    real, seen = eagle_module.too_unsure, []
-
-    def spy(logits, params, max_entropy):
-        q = warp(logits, params)
-        seen.append(float(-(q * q.clamp_min(1e-30).log()).sum()))
-        return real(logits, params, max_entropy)
-
-    monkeypatch.setattr(eagle_module, "too_unsure", spy)
-    sequence_frequencies(target, PROMPT, params, 50, method=method, draft=head, **options)
-    threshold = sorted(seen)[len(seen) // 2]
-    seen.clear()
-    exact = exact_distribution(target, PROMPT, params, 3).flatten()
-    counts = sequence_frequencies(target, PROMPT, params, 3000, method=method, draft=head,
-                                  max_entropy=threshold, **options)
-    assert min(seen) <= threshold < max(seen)                     # both branches were taken
-    assert int(counts[exact == 0].sum()) == 0
-    assert chi_square_ok(counts, exact)
+            for p in prompts]
+    assert sum(rec["accepted"]) == sum(g.stats.num_accepted_tokens for g in runs)
