@@ -244,8 +244,9 @@ def main(argv=None):
     s.add_argument("--no-feature-loss", action="store_true",
                    help="ablation: train the head on the cross-entropy alone")
     s.add_argument("--cache-dir", help="keep the target's outputs here and reuse them (large; not shipped)")
-    s.add_argument("--source", choices=["corpus", "regenerated"], default="corpus",
-                   help="a head's data: corpus windows, or the target's own continuations of corpus prefixes")
+    s.add_argument("--source", choices=["corpus", "regenerated", "mixed"], default="corpus",
+                   help="a head's data: corpus windows, the target's own continuations of corpus prefixes, "
+                        "or both in turns")
     s.add_argument("--data-batches", type=int,
                    help="a head's amount of data: this many distinct batches, repeated in epochs (default: a new batch every step)")
     s.set_defaults(func=cmd_train)

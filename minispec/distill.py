@@ -150,3 +150,20 @@ class SelfDistillation:
                 for s, b in zip(chunk, self.compute_many(chunk)):
                     self.save(s, b)
                 bar.update(len(chunk))
+
+
+class MixedDistillation:
+    """Two sources taking turns: step 2i reads batch i of `a`, step 2i + 1 batch i of `b` (e.g.
+    corpus windows and the target's own continuations)."""
+
+    def __init__(self, a: SelfDistillation, b: SelfDistillation):
+        self.a, self.b = a, b
+        self.prompt_len = b.prompt_len
+
+    def batch(self, step: int) -> DistillBatch:
+        return (self.a if step % 2 == 0 else self.b).batch(step // 2)
+
+    def precompute(self, steps, progress: bool = True) -> None:
+        steps = list(steps)
+        self.a.precompute([s // 2 for s in steps if s % 2 == 0], progress)
+        self.b.precompute([s // 2 for s in steps if s % 2 == 1], progress)

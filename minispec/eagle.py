@@ -135,12 +135,12 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  stop_after: int | None = None, on_step=None,
                  tokens=None, val_tokens=None, command: str = "", cfg=None) -> Eagle1Head:
     """Train an EAGLE-1 head on the target's features (self-distillation) over corpus windows
-    or over the target's own continuations (source="regenerated"), num_batches distinct batches
-    (None: a new one every step); resumable from run_dir/state.pt; write the shipped folder
+    or over the target's own continuations (source="regenerated"), or both in turns ("mixed"),
+    num_batches distinct batches (None: a new one every step); resumable from run_dir/state.pt; write the shipped folder
     out_dir (default data/eagle1). token_shift=False and feature_loss=False train the two
     ablations."""
     from .data import DATA_DIR, DOMAINS, load_tokens
-    from .distill import SelfDistillation
+    from .distill import MixedDistillation, SelfDistillation
     from .train import TrainConfig, fit
     if target is None:
         from . import load_target
@@ -154,8 +154,14 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     out_dir = Path(out_dir or DATA_DIR / "eagle1")
     tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
     val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
-    data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
-                            source=source, num_batches=num_batches, cache_dir=cache_dir)
+    if source == "mixed":              # corpus windows and the target's continuations, in turns
+        half = None if num_batches is None else (num_batches + 1) // 2
+        data = MixedDistillation(*(SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
+                                                    source=src, num_batches=half, cache_dir=cache_dir)
+                                   for src in ("corpus", "regenerated")))
+    else:
+        data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
+                                source=source, num_batches=num_batches, cache_dir=cache_dir)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
     val = {}
@@ -189,7 +195,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                     training={"command": command or "python -m minispec train eagle1",
                               "config": asdict(cfg), "feature_loss": feature_loss,
                               "data": {"source": source, "num_batches": num_batches,
-                                       "prompt_len": data.prompt_len if source == "regenerated" else None,
+                                       "prompt_len": data.prompt_len if source != "corpus" else None,
                                        "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                        * cfg.batch_size * cfg.seq_len},
                               "train_time_s": done["train_time_s"],

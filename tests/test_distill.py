@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY, tiny_model
 from minispec.checks import chi_square_ok
-from minispec.distill import SelfDistillation
+from minispec.distill import MixedDistillation, SelfDistillation
 
 TOKENS = {"a": np.arange(0, 2000, dtype=np.uint16) % 64, "b": (np.arange(0, 2000, dtype=np.uint16) * 7) % 64}
 
@@ -63,6 +63,17 @@ def test_regenerated_tokens_follow_the_target_distribution():
     counts = torch.bincount(ids[:, 4], minlength=p.numel())
     assert chi_square_ok(counts, p)
     assert not chi_square_ok(counts, torch.softmax(p.log() * 1.3, -1))   # a sharper p is told apart
+
+
+def test_mixed_data_takes_turns(tmp_path):
+    target = tiny_model()
+    a = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8, cache_dir=tmp_path)
+    b = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8, source="regenerated", prompt_len=3,
+                         cache_dir=tmp_path)
+    mixed = MixedDistillation(a, b)
+    mixed.precompute(range(4), progress=False)
+    assert len(list(tmp_path.glob("corpus-*"))) == 2 and len(list(tmp_path.glob("regenerated-*"))) == 2
+    assert torch.equal(mixed.batch(2).ids, a.batch(1).ids) and torch.equal(mixed.batch(3).ids, b.batch(1).ids)
 
 
 def test_the_disk_cache_returns_what_was_computed(tmp_path):
