@@ -345,7 +345,8 @@ def plot_tree(record: dict, tokenizer, ax=None):
     for node, (x, d) in pos.items():
         text = ("root\n" + name(record["last_token"])) if node < 0 else name(tree.tokens[node])
         if node >= 0 and tree.scores is not None:
-            text += f"\n{100 * math.exp(tree.scores[node]):.0f}%"
+            conf = 100 * math.exp(tree.scores[node])
+            text += f"\n{conf:.0f}%" if conf >= 10 else f"\n{conf:.1f}%"
         fc = "#ffffff" if node < 0 else color[fates[node]]
         ax.text(x, -d, text, ha="center", va="center", fontsize=8, zorder=2,
                 bbox=dict(boxstyle="round,pad=0.3", fc=fc, ec="#555"))
