@@ -125,7 +125,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("eagle2", "EAGLE-2: a dynamic draft tree grown where the head is confident (chapter 4)",
            _eagle2, {"total_tokens": Option(None, "drafted tokens per round (the tree's size); default "
                                                   "by device, minispec.eagle2.DEFAULTS"),
-                     "depth": Option(None, "expansion steps (the tree's depth); default by device"),
+                     "depth": Option(None, "the tree's levels, one head pass each; default by device"),
                      "eagle_topk": Option(None, "children per expanded node, and the frontier's width (the "
                                                 "reference's top_k; named apart from sampling's top_k); "
                                                 "default by device")},

@@ -44,7 +44,8 @@ def too_unsure(logits: torch.Tensor, params: SamplingParams, max_entropy: float 
     """SVIP's stopping rule (chapter 4): the entropy (nats) of the distribution a draft token came
     from exceeds max_entropy, so the token is a guess that will likely be rejected: propose it
     (its check is free in the pass that happens anyway) but draft nothing after it. When greedy
-    that distribution is the draft's softmax; when sampling, the warped q."""
+    that distribution is the draft's softmax; when sampling, the warped q. (When on, it reads one
+    number back from the device per drafted token.)"""
     if max_entropy is None:
         return False
     q = torch.softmax(logits.float(), -1) if params.greedy else warp(logits, params)
