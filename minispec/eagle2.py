@@ -157,35 +157,30 @@ def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64
     from .generation import check_prompt
     from .methods import make_drafter
     from .sampling import SamplingParams
-    from .speculative import speculative_round
-    params = SamplingParams(0.0)
+    from .speculative import speculative_generate
     rec = {k: [] for k in ("round", "depth", "rank", "q", "confidence", "reached", "accepted")}
-    n_round = 0
+    rounds = [0]
+
+    def record(r):                      # one verified round: its tree and the target's logits
+        tree, best = r.tree, r.logits.argmax(-1).tolist()                # best[1 + i]: after node i
+        depths, ok, n_round = tree.depth, [], rounds[0]
+        rounds[0] += 1
+        for i, (a, x) in enumerate(zip(tree.parents, tree.tokens)):
+            reached = a < 0 or ok[a]
+            ok.append(reached and x == best[a + 1])
+            parent_score = tree.scores[a] if a >= 0 else 0.0
+            rec["round"].append(n_round)
+            rec["depth"].append(depths[i])
+            rec["rank"].append(sum(1 for j in tree.children(a) if j < i))
+            rec["q"].append(math.exp(tree.scores[i] - parent_score))
+            rec["confidence"].append(math.exp(tree.scores[i]))
+            rec["reached"].append(reached)
+            rec["accepted"].append(ok[-1])
+
     for prompt in prompts:
         tokens = check_prompt(prompt, max_new_tokens, target.max_seq_len)
         drafter = make_drafter("eagle2", target, head, len(tokens) + max_new_tokens,   # checks the head
                                total_tokens=total_tokens, depth=depth, eagle_topk=top_k)
-        cache = target.new_cache(len(tokens) + max_new_tokens + drafter.extra_nodes)
-        if len(tokens) > 1:
-            out = target(torch.tensor([tokens[:-1]], device=target.device), cache=cache,
-                         hidden_layers=drafter.feature_layers, logits_to_keep=1)
-            drafter.observe(tokens, {i: h[0] for i, h in out.hidden_states.items()})
-        start = len(tokens)
-        while len(tokens) - start < max_new_tokens:
-            k = start + max_new_tokens - len(tokens) - 1
-            r = speculative_round(target, cache, drafter, tokens, k, params)
-            tree, best = r.tree, r.logits.argmax(-1).tolist()            # best[1 + i]: after node i
-            depths, ok = tree.depth, []
-            for i, (a, x) in enumerate(zip(tree.parents, tree.tokens)):
-                reached = a < 0 or ok[a]
-                ok.append(reached and x == best[a + 1])
-                parent_score = tree.scores[a] if a >= 0 else 0.0
-                rec["round"].append(n_round)
-                rec["depth"].append(depths[i])
-                rec["rank"].append(sum(1 for j in tree.children(a) if j < i))
-                rec["q"].append(math.exp(tree.scores[i] - parent_score))
-                rec["confidence"].append(math.exp(tree.scores[i]))
-                rec["reached"].append(reached)
-                rec["accepted"].append(ok[-1])
-            n_round += 1
+        speculative_generate(target, tokens, max_new_tokens, SamplingParams(0.0), None, None, drafter,
+                             on_round=record)
     return rec

@@ -199,11 +199,12 @@ def speculative_round(target, cache, drafter, tokens: list[int], k: int, params:
 
 
 def speculative_generate(target, prompt: list[int], max_new_tokens: int, params: SamplingParams,
-                         generator, eos_id, drafter, verifier=verify_sampling):
+                         generator, eos_id, drafter, verifier=verify_sampling, on_round=None):
     """Rounds until max_new_tokens or eos_id. Returns (tokens, stats).
 
     Invariant: the target's cache holds every token but the last one (which is fed, with the
-    draft tree, at the start of the next round). verifier: see speculative_round.
+    draft tree, at the start of the next round). verifier: see speculative_round. on_round: called
+    with every Round (chapter 4 records the head's calibration with it).
     """
     stats = GenerationStats()
     # Rounds never draft deeper than max_new_tokens; a tree adds its extra width.
@@ -219,6 +220,8 @@ def speculative_generate(target, prompt: list[int], max_new_tokens: int, params:
     while len(out) < max_new_tokens:
         k = max_new_tokens - len(out) - 1  # never draft past max_new_tokens
         r = speculative_round(target, cache, drafter, tokens, k, params, generator, verifier)
+        if on_round is not None:
+            on_round(r)
         stats.target_calls += 1
         stats.draft_time += r.times[0]
         stats.target_time += r.times[1]
