@@ -134,11 +134,11 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  source: str = "corpus", num_batches: int | None = None, progress: bool = True,
                  stop_after: int | None = None, on_step=None,
                  tokens=None, val_tokens=None, command: str = "", cfg=None) -> Eagle1Head:
-    """Train an EAGLE-1 head on the target's features (self-distillation) over corpus windows
-    or over the target's own continuations (source="regenerated"), or both in turns ("mixed"),
-    num_batches distinct batches (None: a new one every step); resumable from run_dir/state.pt; write the shipped folder
-    out_dir (default data/eagle1). token_shift=False and feature_loss=False train the two
-    ablations."""
+    """Train an EAGLE-1 head on the target's features (self-distillation) over corpus windows,
+    the target's own continuations (source="regenerated") or both in turns ("mixed"), from
+    num_batches distinct batches (None: a new one every step); resumable from run_dir/state.pt;
+    write the shipped folder out_dir (default data/eagle1). token_shift=False and
+    feature_loss=False train the two ablations."""
     from .data import DATA_DIR, DOMAINS, load_tokens
     from .distill import MixedDistillation, SelfDistillation
     from .train import TrainConfig, fit
