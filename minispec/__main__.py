@@ -17,18 +17,31 @@ def cmd_train(args):
     from .device import default_device
     from .train import preset, record_one_layer_losses, train
     command = "python -m minispec " + " ".join(sys.argv[1:])
+    if args.model == "eagle3":
+        from . import load_target
+        from .eagle3 import DRAFT_VOCAB, train_eagle3
+        if args.no_token_shift or args.no_feature_loss:
+            raise ValueError("--no-token-shift and --no-feature-loss are EAGLE-1 ablations; an EAGLE-3 "
+                             "head always reads the next token and has no feature loss")
+        train_eagle3(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
+                     ttt_steps=args.ttt_steps, draft_vocab_size=args.draft_vocab or DRAFT_VOCAB,
+                     vocab_source=args.vocab_source, source=args.source or "regenerated",
+                     num_batches=args.data_batches, cache_dir=args.cache_dir, command=command)
+        return
+    if args.ttt_steps != 7 or args.draft_vocab is not None or args.vocab_source != "data":
+        raise ValueError("--ttt-steps, --draft-vocab and --vocab-source apply to the eagle3 head")
     if args.model == "eagle1":
         from . import load_target
         from .eagle import train_eagle1
         train_eagle1(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
                      token_shift=not args.no_token_shift, feature_loss=not args.no_feature_loss,
-                     cache_dir=args.cache_dir, source=args.source, num_batches=args.data_batches,
+                     cache_dir=args.cache_dir, source=args.source or "corpus", num_batches=args.data_batches,
                      command=command)
         return
-    if (args.no_token_shift or args.no_feature_loss or args.cache_dir or args.source != "corpus"
+    if (args.no_token_shift or args.no_feature_loss or args.cache_dir or args.source is not None
             or args.data_batches is not None):
         raise ValueError("--no-token-shift, --no-feature-loss, --cache-dir, --source and --data-batches "
-                         "apply to draft heads (eagle1)")
+                         "apply to draft heads (eagle1, eagle3)")
     model_cfg, cfg = preset(args.model, args.steps)
     out = args.out or (Path("runs") / "baseline" / "model" if args.model == "baseline" else None)
     train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=out,
@@ -88,14 +101,22 @@ def cmd_demo(args):
               f"identical output: {sps.tokens == ar.tokens}")
 
 
-def _drafts(methods, target):
-    """The shipped draft model of every method that needs one."""
+def _drafts(methods, target, folders=None):
+    """The shipped draft model of every method that needs one, and for each METHOD@NAME=FOLDER
+    in `folders` (the --draft flag) the one in FOLDER, for that variant alone."""
     from .bench import base_method
     from .methods import get_method
     loaded = {}
-    for m in dict.fromkeys(base_method(m) for m in methods):
-        if get_method(m).load_draft:
-            loaded[m] = get_method(m).load_draft(target)
+    for item in filter(None, (folders or "").split(",")):
+        label, eq, folder = item.partition("=")
+        if not eq or label not in methods or not get_method(base_method(label)).load_draft:
+            raise ValueError(f"--draft {item!r}: expected METHOD=FOLDER for a method that is run and "
+                             f"drafts with a model ({', '.join(methods)})")
+        loaded[label] = get_method(base_method(label)).load_draft(target, folder)
+    for m in methods:                       # the rest draft with the shipped model
+        base = base_method(m)
+        if m not in loaded and base not in loaded and get_method(base).load_draft:
+            loaded[base] = get_method(base).load_draft(target)
     return loaded
 
 
@@ -157,7 +178,7 @@ def cmd_bench(args):
     from .bench import format_summary, run_bench
     target, tok = _load(args)
     methods = args.methods.split(",")
-    summary = run_bench(target, tok, methods, drafts=_drafts(methods, target),
+    summary = run_bench(target, tok, methods, drafts=_drafts(methods, target, args.draft),
                         method_options=_options(args, methods), out_dir=args.out,
                         cost_curve_max=args.cost_curve, **_bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
@@ -176,6 +197,35 @@ def cmd_sweep(args):
             per = summary["methods"][m]
             print(f"gamma {g} {m:4s} " + "  ".join(f"{d}: tau {r['mean_acceptance_length']:.2f} "
                                                      f"x{r['speedup'] or 0:.2f}" for d, r in per.items()))
+    print(f"wrote {args.out}")
+
+
+def cmd_vocab(args):
+    import json
+    from pathlib import Path
+    from .data import DOMAINS, load_tokens
+    from .distill import SelfDistillation
+    from .eagle3 import VOCAB_BATCHES, load_eagle3, token_counts, vocab_study
+    from .data import DATA_DIR
+    from .train import TrainConfig
+    target, tok = _load(args)
+    head = load_eagle3(args.head or DATA_DIR / "eagle3", target)
+    tokens = {d: load_tokens(d, "train") for d in DOMAINS}
+    cfg = TrainConfig()      # the head's training data: the target's continuations, as trained
+    data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed, source="regenerated",
+                            cache_dir=args.cache_dir)
+    generated = token_counts((data.batch(s).ids[:, data.prompt_len:].cpu().numpy()
+                              for s in range(VOCAB_BATCHES)), target.vocab_size)
+    rankings = {"gen": generated, "corpus": token_counts(tokens.values(), target.vocab_size)}
+    sizes = [int(n) for n in args.sizes.split(",")]
+    summary = vocab_study(target, tok, head, sizes, rankings, limit=args.limit,
+                          max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    for m, per in summary["methods"].items():
+        r = per["all"]
+        print(f"{m:18s} coverage {summary['coverage'].get(m, 1.0):.3f}  tau {r['mean_acceptance_length']:.2f}  "
+              f"x{r['speedup']:.2f}")
     print(f"wrote {args.out}")
 
 
@@ -233,8 +283,8 @@ def main(argv=None):
 
     s = sub.add_parser("train", help="train a preset model: target, draft, baseline (the draft's shape "
                                      "on the data alone, the yardstick of the target's losses), or the "
-                                     "eagle1 head on the shipped target")
-    s.add_argument("model", choices=["target", "draft", "baseline", "eagle1"])
+                                     "eagle1 / eagle3 head on the shipped target")
+    s.add_argument("model", choices=["target", "draft", "baseline", "eagle1", "eagle3"])
     s.add_argument("--steps", type=int, help="override the preset's number of steps")
     s.add_argument("--run-dir", help="training state folder (default runs/<model>)")
     s.add_argument("--out", help="shipped folder (default data/<model>)")
@@ -244,9 +294,16 @@ def main(argv=None):
     s.add_argument("--no-feature-loss", action="store_true",
                    help="ablation: train the head on the cross-entropy alone")
     s.add_argument("--cache-dir", help="keep the target's outputs here and reuse them (large; not shipped)")
-    s.add_argument("--source", choices=["corpus", "regenerated", "mixed"], default="corpus",
+    s.add_argument("--source", choices=["corpus", "regenerated", "mixed"],
                    help="a head's data: corpus windows, the target's own continuations of corpus prefixes, "
-                        "or both in turns")
+                        "or both in turns (eagle1 only) (default: corpus for eagle1, regenerated for eagle3)")
+    s.add_argument("--ttt-steps", type=int, default=7,
+                   help="eagle3: training-time test, the head unrolled this many steps (default 7)")
+    s.add_argument("--draft-vocab", type=int,
+                   help="eagle3: size of the draft vocabulary (default minispec.eagle3.DRAFT_VOCAB)")
+    s.add_argument("--vocab-source", choices=["data", "corpus"], default="data",
+                   help="eagle3: rank tokens by frequency in the training data (the target's own "
+                        "continuations) or in the corpus")
     s.add_argument("--data-batches", type=int,
                    help="a head's amount of data: this many distinct batches, repeated in epochs (default: a new batch every step)")
     s.set_defaults(func=cmd_train)
@@ -270,6 +327,8 @@ def main(argv=None):
     s.add_argument("--limit", type=int, help="prompts per domain (default: all)")
     s.add_argument("--out", default="results/bench")
     _add_option_flags(s)
+    s.add_argument("--draft", help="METHOD=FOLDER,...: a method (or variant METHOD@NAME) drafts with the model "
+                                   "in FOLDER instead of the shipped one, e.g. eagle3@k1=runs/eagle3-k1/out")
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     s.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     s.add_argument("--cost-curve", type=int, default=0, metavar="N",
@@ -283,6 +342,8 @@ def main(argv=None):
     s.add_argument("--domains")
     s.add_argument("--limit", type=int, default=5)
     s.add_argument("--out", default="results/gamma_sweep.json")
+    s.add_argument("--draft", help="METHOD=FOLDER,...: a method (or variant METHOD@NAME) drafts with the model "
+                                   "in FOLDER instead of the shipped one, e.g. eagle3@k1=runs/eagle3-k1/out")
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
     _sampling_args(s)
     s.set_defaults(func=cmd_sweep)
@@ -297,6 +358,18 @@ def main(argv=None):
     s.add_argument("--out", default="results/ablations.json")
     s.add_argument("--device")
     s.set_defaults(func=cmd_ablate)
+
+    s = sub.add_parser("vocab", help="the EAGLE-3 head's draft vocabulary cut to its most frequent tokens "
+                                     "by the target's outputs or by the corpus: coverage, tau, speed (chapter 5)")
+    s.add_argument("--sizes", default="256,512,1024,2048")
+    s.add_argument("--head", help="the EAGLE-3 head's folder (default data/eagle3)")
+    s.add_argument("--limit", type=int, default=10, help="prompts per domain")
+    s.add_argument("--repeats", type=int, default=1)
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    s.add_argument("--cache-dir", help="the target's outputs, as kept by train --cache-dir (else regenerated)")
+    s.add_argument("--out", default="results/vocab.json")
+    s.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    s.set_defaults(func=cmd_vocab)
 
     s = sub.add_parser("export-hf", help="export a model folder to the Hugging Face Llama format")
     s.add_argument("--model", help="a model folder (default: the shipped target, wherever minispec is installed)")

@@ -131,20 +131,44 @@ class SelfDistillation:
         path = self.path(step)
         if path.exists():
             t = load_file(str(path), device=str(self.device))
-            if t["ids"].shape == (self.batch_size, self.seq_len) and all(f"h{i}" in t for i in self.layers):
-                return DistillBatch(t["ids"], {i: t[f"h{i}"] for i in self.layers})
+            if t["ids"].shape == (self.batch_size, self.seq_len):
+                if all(f"h{i}" in t for i in self.layers):
+                    return DistillBatch(t["ids"], {i: t[f"h{i}"] for i in self.layers})
+                # the windows are kept (regenerating them is the costly part); a head that reads
+                # other layers only needs the target's forward pass over them
+                b = self.hidden_states(t["ids"])
+                self.save(step, DistillBatch(b.ids, {**{int(k[1:]): v for k, v in t.items() if k[0] == "h"},
+                                                     **b.hidden}))
+                return b
         b = self.compute(step)
         self.save(step, b)
         return b
 
+    @torch.no_grad()
+    def hidden_states(self, ids: torch.Tensor) -> DistillBatch:
+        """The target's hidden states at self.layers on given windows (B, T)."""
+        out = self.target(ids, hidden_layers=self.layers, logits_to_keep=1)
+        return DistillBatch(ids, {i: out.hidden_states[i] for i in self.layers})
+
+    def _layers_missing(self, step: int) -> int:
+        from safetensors import safe_open
+        with safe_open(str(self.path(step)), "pt") as f:
+            return len({f"h{i}" for i in self.layers} - set(f.keys()))
+
     def precompute(self, steps, progress: bool = True, group: int = 16) -> None:
         """Fill cache_dir for the given steps, `group` steps per batch of the target, with a
-        progress bar. Files already there are kept."""
+        progress bar. Files already there are kept; those that lack some of self.layers get them."""
         from tqdm.auto import tqdm
         if self.cache_dir is None:
             raise ValueError("precompute needs a cache_dir")
+        steps = list(steps)
         todo = [s for s in steps if not self.path(s).exists()]
-        with tqdm(total=len(todo), desc=f"target outputs ({self.source})", disable=not progress) as bar:
+        partial = [s for s in sorted(set(steps) - set(todo)) if self._layers_missing(s)]
+        with tqdm(total=len(todo) + len(partial), desc=f"target outputs ({self.source})",
+                  disable=not progress) as bar:
+            for s in partial:                          # files that lack some of the layers
+                self.batch(s)
+                bar.update(1)
             for k in range(0, len(todo), group):
                 chunk = todo[k:k + group]
                 for s, b in zip(chunk, self.compute_many(chunk)):
@@ -167,3 +191,17 @@ class MixedDistillation:
         steps = list(steps)
         self.a.precompute([s // 2 for s in steps if s % 2 == 0], progress)
         self.b.precompute([s // 2 for s in steps if s % 2 == 1], progress)
+
+
+@torch.no_grad()
+def validation_batches(target, val_tokens: dict[str, np.ndarray], seq_len: int, n: int, layers=()) -> dict:
+    """Per domain, n evenly spaced windows of the validation text with the target's hidden
+    states at `layers` and the final feature: fixed data to compare heads on."""
+    layers = tuple(sorted(set(layers) | {target.num_layers}))
+    out = {}
+    for d, ids in val_tokens.items():
+        starts = np.linspace(0, len(ids) - seq_len - 1, n).astype(np.int64)
+        x = torch.from_numpy(np.stack([ids[s:s + seq_len] for s in starts]).astype(np.int64)).to(target.device)
+        h = target(x, hidden_layers=layers, logits_to_keep=1).hidden_states
+        out[d] = DistillBatch(x, {i: h[i] for i in layers})
+    return out

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -140,7 +139,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     write the shipped folder out_dir (default data/eagle1). token_shift=False and
     feature_loss=False train the two ablations."""
     from .data import DATA_DIR, DOMAINS, load_tokens
-    from .distill import MixedDistillation, SelfDistillation
+    from .distill import MixedDistillation, SelfDistillation, validation_batches
     from .train import TrainConfig, fit
     if target is None:
         from . import load_target
@@ -164,13 +163,8 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                                 source=source, num_batches=num_batches, cache_dir=cache_dir)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
-    val = {}
-    with torch.no_grad():
-        for d, ids in val_tokens.items():
-            starts = np.linspace(0, len(ids) - cfg.seq_len - 1, cfg.eval_windows).astype(np.int64)
-            x = torch.from_numpy(np.stack([ids[s:s + cfg.seq_len] for s in starts]).astype(np.int64))
-            x = x.to(target.device)
-            val[d] = (x, target(x, hidden_layers=(target.num_layers,), logits_to_keep=1).hidden_states[target.num_layers])
+    val = {d: (b.ids, b.feature(target))
+           for d, b in validation_batches(target, val_tokens, cfg.seq_len, cfg.eval_windows).items()}
     torch.manual_seed(cfg.seed)
     head = Eagle1Head.for_target(target, token_shift).to(target.device)
 
@@ -325,6 +319,11 @@ class Eagle1Drafter:
         self.cache = head.new_cache(max_len + len(self.paths))
         self.pending = None   # (m, D) target features the head has not read yet
 
+    def node_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """(n, D) features predicted at n nodes -> (n, V) logits of their children: the
+        target's own LM head (EAGLE-1 drafts in the target's vocabulary)."""
+        return self.target.lm_head(feats).float()
+
     def observe(self, tokens: list[int], hidden: dict[int, torch.Tensor]) -> None:
         """The target has read the tokens before the last one; hidden[L] (m, D) are its
         features on the m it read last."""
@@ -392,7 +391,7 @@ class Eagle1Drafter:
             if not expand:
                 break
             feats = torch.stack([node_feat[node_of[c]] for c in expand])            # (n, D)
-            logits = self.target.lm_head(feats).float()                              # (n, V)
+            logits = self.node_logits(feats)                                         # (n, V)
             new = []
             for c, row in zip(expand, logits):
                 picks, q_rows = self._children(row, self.n_children[c], params, generator)

@@ -82,7 +82,7 @@ class Eagle2Drafter(Eagle1Drafter):
         dists = {}
         for level in range(depth):
             feats = torch.stack([node_feat[n] for n in frontier])                     # (k, D)
-            logits = self.target.lm_head(feats).float()                                # (k, V)
+            logits = self.node_logits(feats)                                           # (k, V)
             q = torch.softmax(logits, -1) if params.greedy else warp(logits, params)   # what the head drafts from
             top_q, top = q.topk(self.top_k, dim=-1)                                    # (k, top_k)
             dists.update(zip(frontier, q))

@@ -27,7 +27,8 @@ class Method:
     make_drafter: Callable | None = None     # (target, draft, max_len, **options) -> drafter
     options: dict[str, Option] = field(default_factory=dict)
     draft: str | None = None                 # the draft model it needs, in words (None: none)
-    load_draft: Callable | None = None       # target -> the shipped draft model
+    load_draft: Callable | None = None       # (target, folder=None) -> the shipped draft model, or
+                                             # the one in another folder
 
     def defaults(self) -> dict:
         return {k: o.default for k, o in self.options.items()}
@@ -70,15 +71,35 @@ def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
     return Eagle2Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
 
 
-def _load_eagle1(target):
+def _eagle3(target, head, max_len, total_tokens, depth, eagle_topk):
+    from .eagle3 import Eagle3Drafter, Eagle3Head
+    if not isinstance(head, Eagle3Head):
+        raise ValueError("method eagle3 needs an EAGLE-3 head: generate(..., draft=minispec.load_eagle3(target))"
+                         + ("" if head is None else f", got a {type(head).__name__}"))
+    if head.config.dim != target.config.dim or head.target_vocab != target.vocab_size \
+            or max(head.layers) >= target.num_layers:
+        raise ValueError("the head does not match the target (feature size, vocabulary or layers differ)")
+    if head.device != target.device:
+        raise ValueError(f"the head is on {head.device}, the target on {target.device}")
+    return Eagle3Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
+
+
+def _load_eagle3(target, folder=None):
+    from .eagle3 import load_eagle3
+    from .data import DATA_DIR
+    return load_eagle3(folder or DATA_DIR / "eagle3", target)
+
+
+def _load_eagle1(target, folder=None):
     from .eagle import load_eagle1
     from .data import DATA_DIR
-    return load_eagle1(DATA_DIR / "eagle1", target)
+    return load_eagle1(folder or DATA_DIR / "eagle1", target)
 
 
-def _load_draft(target):
-    from . import load_draft
-    return load_draft(target.device)
+def _load_draft(target, folder=None):
+    from .checkpoint import load_pretrained
+    from .data import DATA_DIR
+    return load_pretrained(folder or DATA_DIR / "draft", target.device)
 
 
 def _eagle1_tree(target, head, max_len, choices, max_entropy):
@@ -104,6 +125,12 @@ def _parse_choices(text: str):
 GAMMA_HELP = "draft tokens per round (the chain's depth)"
 SVIP = Option(None, "SVIP's adaptive draft length: draft nothing below a token whose distribution's "
                     "entropy exceeds this many nats; gamma (or the tree) is then the most (default: off)", float)
+EAGLE2_OPTIONS = {"total_tokens": Option(None, "drafted tokens per round (the tree's size); default "
+                                                "by device, minispec.eagle2.DEFAULTS"),
+                  "depth": Option(None, "the tree's levels, one head pass each; default by device"),
+                  "eagle_topk": Option(None, "children per expanded node, and the frontier's width (the "
+                                             "reference's top_k; named apart from sampling's top_k); "
+                                             "default by device")}
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ar", "plain autoregressive decoding with the KV cache (the baseline)"),
     Method("sps", "speculative sampling with a draft language model (chapter 1)", _sps,
@@ -123,13 +150,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             "max_entropy": SVIP},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
     Method("eagle2", "EAGLE-2: a dynamic draft tree grown where the head is confident (chapter 4)",
-           _eagle2, {"total_tokens": Option(None, "drafted tokens per round (the tree's size); default "
-                                                  "by device, minispec.eagle2.DEFAULTS"),
-                     "depth": Option(None, "the tree's levels, one head pass each; default by device"),
-                     "eagle_topk": Option(None, "children per expanded node, and the frontier's width (the "
-                                                "reference's top_k; named apart from sampling's top_k); "
-                                                "default by device")},
+           _eagle2, EAGLE2_OPTIONS,
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),
+    Method("eagle3", "EAGLE-3: a head trained with the training-time test on fused low, middle and high "
+                     "features, drafting EAGLE-2's dynamic tree (chapter 5)",
+           _eagle3, EAGLE2_OPTIONS,
+           "an EAGLE-3 head (minispec.load_eagle3(target))", _load_eagle3),
 ]}
 
 

@@ -127,16 +127,21 @@ def apply_rotary(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    """Multi-head attention with rotary positions. in_dim: the width of its input (default D;
+    EAGLE-3's layer reads 2D, an embedding beside a feature); its output is always D wide."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, in_dim: int | None = None):
         super().__init__()
         self.n_heads, self.head_dim, self.layer_idx = cfg.n_heads, cfg.head_dim, layer_idx
-        self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        in_dim = in_dim or cfg.dim
+        self.q_proj = nn.Linear(in_dim, cfg.dim, bias=False)
+        self.k_proj = nn.Linear(in_dim, cfg.dim, bias=False)
+        self.v_proj = nn.Linear(in_dim, cfg.dim, bias=False)
         self.o_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, cache: KVCache | None, mask):
-        B, T, D = x.shape
+        B, T, _ = x.shape
+        D = self.n_heads * self.head_dim
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)

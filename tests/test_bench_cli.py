@@ -158,3 +158,16 @@ def test_bench_variants_share_one_run(shipped):
     assert a["predicted_speedup"] > 0 and b["predicted_speedup"] > 0
     assert a["prediction_error"] == pytest.approx((a["predicted_speedup"] - a["speedup"]) / a["speedup"], abs=2e-3)
     assert a["drafted_tokens"] <= a["steps"] and b["drafted_tokens"] <= 2 * b["steps"]
+
+
+def test_bench_variant_drafts_with_the_model_in_its_folder(tmp_path):
+    head_dir = str(minispec.DATA_DIR / "eagle1")
+    r = cli("bench", "--methods", "eagle1,eagle1@again", "--draft", f"eagle1@again={head_dir}",
+            "--domains", "math", "--limit", "1", "--max-new-tokens", "8", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())["methods"]
+    assert s["eagle1@again"]["math"]["mean_acceptance_length"] == s["eagle1"]["math"]["mean_acceptance_length"]
+    for bad, message in ((f"eagle1@x={head_dir}", "expected METHOD=FOLDER"),
+                         (f"eagle1@again={tmp_path}", "no manifest.json")):
+        r = cli("bench", "--methods", "eagle1,eagle1@again", "--draft", bad, "--limit", "1", "--out", str(tmp_path))
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

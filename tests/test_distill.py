@@ -86,6 +86,26 @@ def test_the_disk_cache_returns_what_was_computed(tmp_path):
     assert torch.equal(cached.ids, fresh.ids) and torch.equal(cached.feature(target), fresh.feature(target))
 
 
+def test_cached_windows_gain_other_layers_without_being_regenerated(tmp_path):
+    """A head that reads other layers (EAGLE-3) reuses the windows an earlier head's training
+    regenerated: only the target's forward pass runs again."""
+    target = tiny_model()
+    first = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8, source="regenerated", prompt_len=3,
+                             cache_dir=tmp_path)
+    first.precompute(range(2), progress=False)
+    planted = first.batch(1)
+    first.save(1, type(planted)(torch.full_like(planted.ids, 5), planted.hidden))   # marks the stored ids
+    more = SelfDistillation(target, TOKENS, batch_size=2, seq_len=8, layers=(1, 2), source="regenerated",
+                            prompt_len=3, cache_dir=tmp_path)
+    more.precompute(range(2), progress=False)
+    b = more.batch(1)
+    assert torch.equal(b.ids, torch.full_like(planted.ids, 5))                      # not regenerated
+    want = target(b.ids, hidden_layers=(1, 2, TINY.n_layers)).hidden_states
+    for i in (1, 2, TINY.n_layers):
+        torch.testing.assert_close(b.hidden[i], want[i])
+    assert more._layers_missing(1) == 0 and more._layers_missing(0) == 0
+
+
 def test_bad_settings_are_refused():
     target = tiny_model()
     with pytest.raises(ValueError, match="source"):
