@@ -180,7 +180,7 @@ def cmd_bench(args):
     methods = args.methods.split(",")
     summary = run_bench(target, tok, methods, drafts=_drafts(methods, target, args.draft),
                         method_options=_options(args, methods), out_dir=args.out,
-                        cost_curve_max=args.cost_curve, **_bench_kwargs(args))
+                        cost_curve_max=args.cost_curve, oracle=args.oracle, **_bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 
@@ -330,6 +330,9 @@ def main(argv=None):
     s.add_argument("--draft", help="METHOD=FOLDER,...: a method (or variant METHOD@NAME) drafts with the model "
                                    "in FOLDER instead of the shipped one, e.g. eagle3@k1=runs/eagle3-k1/out")
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
+    s.add_argument("--oracle", action="store_true",
+                   help="also run the oracle (the target's own greedy continuation, drafted for free) at each "
+                        "method's budget, and report each method's speedup as a fraction of it")
     s.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     s.add_argument("--cost-curve", type=int, default=0, metavar="N",
                    help="also measure the target's forward cost T(n) for n = 1..N (verifying a tree of N-1 nodes)")

@@ -36,7 +36,7 @@ def base_method(label: str) -> str:
 def run_bench(target, tokenizer, methods, drafts=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
-              progress=True, cost_curve_max: int = 0) -> dict:
+              progress=True, cost_curve_max: int = 0, oracle: bool = False) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
@@ -45,6 +45,10 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     cost_curve_max: also measure the target's forward cost T(n), n = 1..cost_curve_max, after the
                     generations (what verifying a chain or tree of n - 1 drafts costs), and add
                     the cost model's predicted speedup to every row (`add_predictions`)
+    oracle:         also run the oracle (method "oracle": the target's own greedy continuation,
+                    drafted at no cost) at every method's budget (the most nodes its rounds draft),
+                    and report each method's speedup as a fraction of the oracle's at its budget
+                    ("oracle_fraction"): how much of what verification allows the method reaches
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -62,15 +66,31 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
         raise ValueError("no prompts selected")
     eos = tokenizer.eot_id
     load_before = _load_average()
-
-    def run(method, ids, seed):
-        return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
-                        method=base_method(method), draft=drafts.get(method, drafts.get(base_method(method))),
-                        **method_options.get(method, {}))
-
     first = tokenizer.encode(questions[0]["turns"][0])
+    budgets = {}
+    if oracle and temperature > 0:
+        raise ValueError("the oracle drafts the target's greedy continuation: it is defined at temperature 0")
+    if oracle:
+        from .methods import make_drafter
+        method_options = dict(method_options)
+        for m in methods:
+            if get_method(base_method(m)).make_drafter is not None and base_method(m) != "oracle":
+                d = make_drafter(base_method(m), target, drafts.get(m, drafts.get(base_method(m))),
+                                 len(first) + max_new_tokens, **method_options.get(m, {}))
+                budgets[m] = f"oracle@{d.budget}"
+                method_options[budgets[m]] = {"gamma": d.budget}
+        methods += sorted(set(budgets.values()) - set(methods), key=lambda o: int(o.split("@")[1]))
+
+    def run(method, ids, seed, plain=None):
+        draft = drafts.get(method, drafts.get(base_method(method)))
+        if base_method(method) == "oracle":     # the text plain decoding produced (ar ran first)
+            draft = ids + plain
+        return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
+                        method=base_method(method), draft=draft, **method_options.get(method, {}))
+
+    plain_first = run("ar", first, seed).tokens
     for m in methods:  # warm-up: first calls pay for allocation and kernel selection
-        run(m, first, seed)
+        run(m, first, seed, plain_first)
     totals = {m: {d: GenerationStats() for d in DOMAINS} for m in methods}
     walls = {m: {d: [0.0] * repeats for d in DOMAINS} for m in methods}  # [r]: wall time of repeat r
     answers = {m: [] for m in methods}
@@ -80,7 +100,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
         gens = {m: [] for m in methods}
         for _ in range(repeats):          # methods take turns within each repeat
             for m in methods:
-                gens[m].append(run(m, ids, seed + q["question_id"]))
+                gens[m].append(run(m, ids, seed + q["question_id"], gens["ar"][-1].tokens if gens["ar"] else None))
         for m in methods:
             for r, gr in enumerate(gens[m]):
                 walls[m][d][r] += gr.stats.wall_time
@@ -132,6 +152,10 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                           ("prefill", st.prefill_time), ("draft", st.draft_time), ("target", st.target_time),
                           ("verify", st.verify_time), ("bookkeeping", st.bookkeeping_time))}}
         summary["methods"][m] = per
+    for m, o in budgets.items():          # the share of the ceiling at the same budget
+        for d, r in summary["methods"][m].items():
+            ceiling = summary["methods"][o][d]["speedup"]
+            r["oracle"], r["oracle_fraction"] = o, round(r["speedup"] / ceiling, 3) if ceiling else None
     if cost_curve_max:
         from .costs import cost_curve
         summary["target_cost"] = cost_curve(target, range(1, cost_curve_max + 1))
@@ -190,12 +214,16 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
     head = (f"device {summary['device']}, torch {summary['torch']}, {summary.get('threads', '?')} thread(s), "
             f"temperature {summary['temperature']}, max_new_tokens {summary['max_new_tokens']}"
             + (f", median of {rep} repeats" if rep > 1 else ""))
-    cols = ["method", "domain", "tokens/s", "speedup"] + (["speedup range"] if rep > 1 else []) + ["tau", "lossless"]
+    fraction = any("oracle_fraction" in r for per in summary["methods"].values() for r in per.values())
+    cols = (["method", "domain", "tokens/s", "speedup"] + (["speedup range"] if rep > 1 else [])
+            + (["of oracle"] if fraction else []) + ["tau", "lossless"])
     rows = []
     for m, per in summary["methods"].items():
         for d, r in per.items():
             rng = [f"{r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}"] if rep > 1 else []
-            rows.append([m, d, f"{r['tokens_per_s']:.1f}", f"{r['speedup'] or 0:.2f}x", *rng,
+            frac = [f"{r['oracle_fraction']:.0%} of {r['oracle']}" if r.get("oracle_fraction") is not None else ""] \
+                if fraction else []
+            rows.append([m, d, f"{r['tokens_per_s']:.1f}", f"{r['speedup'] or 0:.2f}x", *rng, *frac,
                          f"{r['mean_acceptance_length']:.2f}", str(r["lossless"])])
     if markdown:
         return "\n".join([head + ":", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -316,6 +316,7 @@ class Eagle1Drafter:
         self.feature_layers = (target.num_layers,)
         self.gamma = max(len(c) for c in self.paths)                  # the tree's depth
         self.extra_nodes = len(self.paths) - self.gamma               # nodes beyond one chain
+        self.budget = len(self.paths)
         self.cache = head.new_cache(max_len + len(self.paths))
         self.pending = None   # (m, D) target features the head has not read yet
 

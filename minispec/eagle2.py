@@ -70,6 +70,7 @@ class Eagle2Drafter(Eagle1Drafter):
         self.total_tokens, self.depth, self.top_k = total_tokens, depth, top_k
         self.gamma = depth                                   # the deepest a round drafts
         self.extra_nodes = max(0, total_tokens - 1)
+        self.budget = total_tokens
         self.cache = head.new_cache(max_len + depth * top_k)
 
     def expand(self, tokens: list[int], depth: int, params: SamplingParams):

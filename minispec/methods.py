@@ -51,6 +51,15 @@ def _pld(target, draft, max_len, gamma, max_ngram, min_ngram):
     return PromptLookupDrafter(target.vocab_size, gamma, max_ngram, min_ngram, target.device)
 
 
+def _oracle(target, sequence, max_len, gamma):
+    from .speculative import OracleDrafter
+    if (not isinstance(sequence, (list, tuple)) or not sequence
+            or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < target.vocab_size for t in sequence)):
+        raise ValueError("method 'oracle' drafts a known text: draft=the prompt's ids + the target's plain greedy "
+                         "output (a list of token ids)")
+    return OracleDrafter(sequence, target.vocab_size, gamma, target.device)
+
+
 def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
     from .eagle import Eagle1Drafter, Eagle1Head, chain_choices
     from .speculative import check_gamma
@@ -140,6 +149,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            {"gamma": Option(6, GAMMA_HELP),
             "max_ngram": Option(3, "longest n-gram to look up"),
             "min_ngram": Option(1, "shortest n-gram to look up")}),
+    Method("oracle", "the ceiling: drafts the target's own greedy continuation, known in advance, at no cost "
+                     "(the benchmark's yardstick, `bench --oracle`)", _oracle, {"gamma": Option(4, GAMMA_HELP)},
+           "the prompt's ids followed by the target's plain greedy output"),
     Method("eagle1", "EAGLE-1: feature-level drafting with a trained head, as a chain (chapter 2)",
            _eagle1, {"gamma": Option(2, GAMMA_HELP), "max_entropy": SVIP},
            "an EAGLE-1 head (minispec.load_eagle1(target))", _load_eagle1),

@@ -10,6 +10,8 @@ which the tree rules (minispec.tree) reduce on a chain.
 A drafter has:
   gamma or choices           how much it drafts per round (depth of a chain, or a tree shape)
   extra_nodes                the most nodes a round drafts beyond its depth (0 for a chain)
+  budget                     the most nodes a round drafts (gamma for a chain; the oracle of the
+                             benchmark drafts chains of this length)
   feature_layers             the target's hidden layers it needs (none for chapter 1's drafters)
   propose(tokens, k, params, generator) -> DraftTree of depth <= k below tokens[-1]
   observe(tokens, hidden)    the target has now read all of tokens but the last; hidden[layer]
@@ -66,6 +68,7 @@ class DraftModelDrafter:
 
     def __init__(self, draft, max_len: int, gamma: int, max_entropy: float | None = None):
         self.draft, self.gamma = draft, check_gamma(gamma)
+        self.budget = self.gamma
         self.max_entropy = check_max_entropy(max_entropy)
         self.cache = draft.new_cache(max_len)
 
@@ -108,7 +111,7 @@ class PromptLookupDrafter:
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
         self.vocab_size, self.max_ngram, self.min_ngram = vocab_size, max_ngram, min_ngram
-        self.gamma = check_gamma(gamma)
+        self.gamma = self.budget = check_gamma(gamma)
         self.device = device
 
     def lookup(self, tokens: list[int], k: int) -> list[int]:
@@ -127,6 +130,31 @@ class PromptLookupDrafter:
             return DraftTree.chain(drafts)
         q = torch.zeros(len(drafts), self.vocab_size, device=self.device)
         q[torch.arange(len(drafts)), torch.tensor(drafts)] = 1.0  # (k, V) one-hot
+        return DraftTree.chain(drafts, q)
+
+    def observe(self, tokens: list[int], hidden) -> None:
+        pass
+
+
+class OracleDrafter:
+    """The ceiling: drafts the target's own greedy continuation, known in advance from a plain
+    run (`sequence` = prompt + plain greedy output), at no cost, through the same round and
+    verifier as every method. Greedy, it is always right: tau = gamma + 1 (less only where the
+    text ends), so its speed is the most that verifying gamma drafts per round allows on this
+    machine. Its q is one-hot, like prompt lookup's."""
+    extra_nodes, feature_layers = 0, ()
+
+    def __init__(self, sequence: list[int], vocab_size: int, gamma: int = 4, device="cpu"):
+        self.sequence, self.vocab_size, self.device = list(sequence), vocab_size, device
+        self.gamma = self.budget = check_gamma(gamma)
+
+    def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
+        L = len(tokens)
+        drafts = self.sequence[L:L + min(k, self.gamma)] if self.sequence[:L] == tokens else []
+        if not drafts or params.greedy:
+            return DraftTree.chain(drafts)
+        q = torch.zeros(len(drafts), self.vocab_size, device=self.device)
+        q[torch.arange(len(drafts)), torch.tensor(drafts)] = 1.0                  # (k, V) one-hot
         return DraftTree.chain(drafts, q)
 
     def observe(self, tokens: list[int], hidden) -> None:

@@ -379,3 +379,27 @@ def plot_tree_mask(tree, tokenizer=None, accepted=(), ax=None):
         ax.add_patch(plt.Rectangle((-0.5, i + 0.5), n, 1, fill=False, ec="#d62828", lw=1.5))
     ax.set_xlabel("attends to (key)"); ax.set_ylabel("node (query)")
     return ax
+
+
+def plot_ttt_mask(T: int = 6, steps: int = 3, ax=None):
+    """EAGLE-3's training-time-test attention, all unrolled steps in one picture: rows are the
+    queries of steps 0..steps-1 (T chains each), columns the keys of the same steps. A dark cell
+    = visible. Step j's rows see step 0's keys causally (the real prefix) and, in each block
+    1..j, only their own chain's position (minispec.eagle3.ttt_mask); later steps are unseen."""
+    import matplotlib.pyplot as plt
+    from .eagle3 import ttt_mask
+    n = T * steps
+    visible = torch.zeros(n, n)
+    for j in range(steps):
+        visible[j * T:(j + 1) * T, :(j + 1) * T] = (ttt_mask(T, j) == 0).float()
+    ax = ax or plt.subplots(figsize=(0.3 * n + 2, 0.3 * n + 1.2))[1]
+    ax.imshow(visible.numpy(), cmap="Greens", vmin=0, vmax=1.3)
+    for j in range(1, steps):
+        ax.axhline(j * T - 0.5, color="0.4", lw=0.8)
+        ax.axvline(j * T - 0.5, color="0.4", lw=0.8)
+    ticks = [j * T + (T - 1) / 2 for j in range(steps)]
+    ax.set_xticks(ticks); ax.set_yticks(ticks)
+    ax.set_xticklabels([f"step {j} keys" for j in range(steps)], fontsize=8)
+    ax.set_yticklabels([f"step {j}\nchains t=0..{T - 1}" for j in range(steps)], fontsize=8)
+    ax.set_title("training-time test: who sees whom")
+    return ax

@@ -171,3 +171,27 @@ def test_bench_variant_drafts_with_the_model_in_its_folder(tmp_path):
                          (f"eagle1@again={tmp_path}", "no manifest.json")):
         r = cli("bench", "--methods", "eagle1,eagle1@again", "--draft", bad, "--limit", "1", "--out", str(tmp_path))
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_oracle_is_always_right_and_every_method_gets_its_fraction(shipped):
+    target, draft, tok = shipped
+    ids = tok.encode("ROMEO:")
+    plain = minispec.generate(target, ids, 20).tokens
+    g = minispec.generate(target, ids, 20, method="oracle", draft=ids + plain, gamma=4)
+    assert g.tokens == plain
+    # every round is a full chain of 4 accepted drafts, but the last, cut by max_new_tokens
+    assert g.stats.accept_lengths[:-1] == [5] * (len(g.stats.accept_lengths) - 1)
+    assert g.stats.mean_acceptance_length > 4.0
+    s = run_bench(target, tok, ["sps", "eagle1-tree"], drafts={"sps": draft, "eagle1-tree": minispec.load_eagle1(target)},
+                  method_options={"sps": {"gamma": 3}}, domains=["python"], limit=1, max_new_tokens=16,
+                  progress=False, oracle=True)
+    assert list(s["methods"]) == ["ar", "sps", "eagle1-tree", "oracle@3", "oracle@4"]   # t4: 4 nodes
+    for m, o in (("sps", "oracle@3"), ("eagle1-tree", "oracle@4")):
+        r = s["methods"][m]["python"]
+        assert r["oracle"] == o and r["lossless"] and s["methods"][o]["python"]["lossless"]
+        assert r["oracle_fraction"] == pytest.approx(r["speedup"] / s["methods"][o]["python"]["speedup"], abs=2e-3)
+    assert s["methods"]["oracle@3"]["python"]["mean_acceptance_length"] > 3.0
+    with pytest.raises(ValueError, match="temperature 0"):
+        run_bench(target, tok, ["sps"], drafts={"sps": draft}, limit=1, temperature=1.0, oracle=True, progress=False)
+    with pytest.raises(ValueError, match="drafts a known text"):
+        minispec.generate(target, ids, 5, method="oracle", draft=None)

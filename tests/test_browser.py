@@ -97,6 +97,14 @@ WIDGETS = {
                        shows_line_starting("5 drafted nodes", "a line starting '5 drafted nodes' (total_tokens moved to 5)"),
                        shows_coloured_html("the coloured trace (HTML spans)"))),
     ],
+    "05_eagle3.ipynb": [
+        Widget("EAGLE-3 tree explorer",
+               controls=("prompt", "head", "draft vocabulary", "next round", "restart"),
+               interact=(Slide("draft vocabulary", 256), Click("next round")),
+               expect=(shows_image("the verified tree, drawn"),
+                       shows_text("draft vocabulary 256", "'draft vocabulary 256' (the slider moved to 256)"),
+                       shows_coloured_html("the coloured trace (HTML spans)"))),
+    ],
 }
 
 

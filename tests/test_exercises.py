@@ -253,3 +253,68 @@ def test_rerank_checker():
     for wrong, words in hints.items():
         r = exercises.check_rerank(wrong)
         assert not r and words in r.message, (wrong, r)
+
+
+def test_ttt_mask_checker():
+    assert exercises.check_ttt_mask(solutions.ttt_mask)
+
+    def all_causal(T, step):                         # every block causal: sees other chains' drafts
+        return torch.cat([torch.full((T, T), float("-inf")).triu(1)] * (step + 1), dim=1)
+
+    def prefix_only(T, step):                        # forgets its own chain's earlier steps
+        m = solutions.ttt_mask(T, step)
+        m[:, T:] = float("-inf")
+        return m
+
+    def diagonal_prefix(T, step):                    # block 0 as a diagonal too
+        m = solutions.ttt_mask(T, step)
+        m[:, :T] = solutions.ttt_mask(T, 1)[:, T:]
+        return m
+
+    def boolean(T, step):
+        return solutions.ttt_mask(T, step) == 0
+
+    def last_block_only(T, step):                    # one block: the current step's keys alone
+        return solutions.ttt_mask(T, 0)
+
+    hints = {all_causal: "only its own position", prefix_only: "must be visible", diagonal_prefix: "ALL the real",
+             boolean: "ADDITIVE", last_block_only: "one block"}
+    for wrong, words in hints.items():
+        r = exercises.check_ttt_mask(wrong)
+        assert not r and words in r.message, (wrong, r)
+
+
+def test_draft_vocab_checker():
+    assert exercises.check_draft_vocab(solutions.draft_vocab)
+
+    def ids_not_offsets(counts, size):
+        d2t, t2d = solutions.draft_vocab(counts, size)
+        return d2t + torch.arange(size), t2d
+
+    def by_frequency(counts, size):                  # draft ids numbered by rank, not by target id
+        ranked = sorted(range(len(counts)), key=lambda i: (-counts[i], i))[:size]
+        t2d = torch.zeros(len(counts), dtype=torch.bool)
+        t2d[ranked] = True
+        return torch.tensor([t - i for i, t in enumerate(ranked)]), t2d
+
+    def least_frequent(counts, size):
+        ranked = sorted(sorted(range(len(counts)), key=lambda i: (counts[i], i))[:size])
+        t2d = torch.zeros(len(counts), dtype=torch.bool)
+        t2d[ranked] = True
+        return torch.tensor([t - i for i, t in enumerate(ranked)]), t2d
+
+    def index_list(counts, size):                    # t2d as the kept ids, not a mask
+        d2t, t2d = solutions.draft_vocab(counts, size)
+        return d2t, t2d.nonzero().flatten()
+
+    def ties_by_larger_id(counts, size):
+        ranked = sorted(sorted(range(len(counts)), key=lambda i: (-counts[i], -i))[:size])
+        t2d = torch.zeros(len(counts), dtype=torch.bool)
+        t2d[ranked] = True
+        return torch.tensor([t - i for i, t in enumerate(ranked)]), t2d
+
+    hints = {ids_not_offsets: "OFFSETS", by_frequency: "increasing target-id order", least_frequent: "MOST frequent",
+             index_list: "bool tensor", ties_by_larger_id: "ties"}
+    for wrong, words in hints.items():
+        r = exercises.check_draft_vocab(wrong)
+        assert not r and words in r.message, (wrong, r)
