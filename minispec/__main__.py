@@ -178,9 +178,20 @@ def cmd_bench(args):
     from .bench import format_summary, run_bench
     target, tok = _load(args)
     methods = args.methods.split(",")
-    summary = run_bench(target, tok, methods, drafts=_drafts(methods, target, args.draft),
-                        method_options=_options(args, methods), out_dir=args.out,
-                        cost_curve_max=args.cost_curve, oracle=args.oracle, **_bench_kwargs(args))
+    drafts, options = _drafts(methods, target, args.draft), _options(args, methods)
+    peers = None
+    if args.peers:
+        if args.peers != "hf":
+            raise ValueError(f"--peers: the only peer is 'hf' (transformers), got {args.peers!r}")
+        from . import load_draft
+        from .methods import METHODS
+        from .peers import HFPeers
+        gamma = lambda m: options.get(m, {}).get("gamma", METHODS[m].options["gamma"].default)
+        peers = HFPeers(target, drafts.get("sps") or load_draft(target.device), gamma("sps"), gamma("pld"),
+                        tok.eot_id)      # the same gammas as minispec's sps and pld in this run
+    summary = run_bench(target, tok, methods, drafts=drafts,
+                        method_options=options, out_dir=args.out,
+                        cost_curve_max=args.cost_curve, oracle=args.oracle, peers=peers, **_bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 
@@ -330,6 +341,9 @@ def main(argv=None):
     s.add_argument("--draft", help="METHOD=FOLDER,...: a method (or variant METHOD@NAME) drafts with the model "
                                    "in FOLDER instead of the shipped one, e.g. eagle3@k1=runs/eagle3-k1/out")
     s.add_argument("--repeats", type=int, default=1, help="time every generation N times; report medians")
+    s.add_argument("--peers", help="hf: also run transformers' generate, assisted generation (the draft model "
+                                   "as assistant, its default schedule and sps's gamma) and prompt lookup on the "
+                                   "exported weights, side by side (needs transformers)")
     s.add_argument("--oracle", action="store_true",
                    help="also run the oracle (the target's own greedy continuation, drafted for free) at each "
                         "method's budget, and report each method's speedup as a fraction of it")

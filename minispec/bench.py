@@ -36,7 +36,7 @@ def base_method(label: str) -> str:
 def run_bench(target, tokenizer, methods, drafts=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
-              progress=True, cost_curve_max: int = 0, oracle: bool = False) -> dict:
+              progress=True, cost_curve_max: int = 0, oracle: bool = False, peers=None) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
@@ -49,6 +49,10 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                     drafted at no cost) at every method's budget (the most nodes its rounds draft),
                     and report each method's speedup as a fraction of the oracle's at its budget
                     ("oracle_fraction"): how much of what verification allows the method reaches
+    peers:          a minispec.peers.HFPeers (greedy only): transformers' generate, assisted
+                    generation and prompt lookup on the same weights, taking turns with minispec's
+                    methods prompt by prompt; every row then also gets "speedup_vs_hf" (over
+                    transformers' plain generate), and the peers' settings are recorded
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -70,6 +74,8 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     budgets = {}
     if oracle and temperature > 0:
         raise ValueError("the oracle drafts the target's greedy continuation: it is defined at temperature 0")
+    if peers is not None and temperature > 0:
+        raise ValueError("the peers run greedy: compare them at temperature 0")
     if oracle:
         from .methods import make_drafter
         method_options = dict(method_options)
@@ -80,8 +86,12 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                 budgets[m] = f"oracle@{d.budget}"
                 method_options[budgets[m]] = {"gamma": d.budget}
         methods += sorted(set(budgets.values()) - set(methods), key=lambda o: int(o.split("@")[1]))
+    peer_names = list(peers.names) if peers is not None else []
+    methods += peer_names
 
     def run(method, ids, seed, plain=None):
+        if method in peer_names:
+            return peers.generate(method, ids, max_new_tokens)
         draft = drafts.get(method, drafts.get(base_method(method)))
         if base_method(method) == "oracle":     # the text plain decoding produced (ar ran first)
             draft = ids + plain
@@ -152,6 +162,15 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                           ("prefill", st.prefill_time), ("draft", st.draft_time), ("target", st.target_time),
                           ("verify", st.verify_time), ("bookkeeping", st.bookkeeping_time))}}
         summary["methods"][m] = per
+    if peer_names:
+        summary["peers"] = peers.describe()
+        for m in methods:
+            for d, r in summary["methods"][m].items():
+                hf = summary["methods"]["hf"][d]["tokens_per_s"]
+                r["speedup_vs_hf"] = round(r["tokens_per_s"] / hf, 3) if hf else None
+                if m in peer_names:       # transformers does not report its acceptance
+                    r["mean_acceptance_length"] = r["acceptance_rate"] = None
+                    r["acceptance_per_pos"] = []
     for m, o in budgets.items():          # the share of the ceiling at the same budget
         for d, r in summary["methods"][m].items():
             ceiling = summary["methods"][o][d]["speedup"]
@@ -215,16 +234,19 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
             f"temperature {summary['temperature']}, max_new_tokens {summary['max_new_tokens']}"
             + (f", median of {rep} repeats" if rep > 1 else ""))
     fraction = any("oracle_fraction" in r for per in summary["methods"].values() for r in per.values())
+    vs_hf = "peers" in summary
     cols = (["method", "domain", "tokens/s", "speedup"] + (["speedup range"] if rep > 1 else [])
-            + (["of oracle"] if fraction else []) + ["tau", "lossless"])
+            + (["vs hf"] if vs_hf else []) + (["of oracle"] if fraction else []) + ["tau", "lossless"])
     rows = []
     for m, per in summary["methods"].items():
         for d, r in per.items():
             rng = [f"{r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}"] if rep > 1 else []
             frac = [f"{r['oracle_fraction']:.0%} of {r['oracle']}" if r.get("oracle_fraction") is not None else ""] \
                 if fraction else []
-            rows.append([m, d, f"{r['tokens_per_s']:.1f}", f"{r['speedup'] or 0:.2f}x", *rng, *frac,
-                         f"{r['mean_acceptance_length']:.2f}", str(r["lossless"])])
+            hf = [f"{r['speedup_vs_hf']:.2f}x" if r.get("speedup_vs_hf") else "-"] if vs_hf else []
+            tau = "-" if r["mean_acceptance_length"] is None else f"{r['mean_acceptance_length']:.2f}"
+            rows.append([m, d, f"{r['tokens_per_s']:.1f}", f"{r['speedup'] or 0:.2f}x", *rng, *hf, *frac,
+                         tau, str(r["lossless"])])
     if markdown:
         return "\n".join([head + ":", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                          + ["| " + " | ".join(row) + " |" for row in rows])

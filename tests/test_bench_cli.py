@@ -195,3 +195,25 @@ def test_the_oracle_is_always_right_and_every_method_gets_its_fraction(shipped):
         run_bench(target, tok, ["sps"], drafts={"sps": draft}, limit=1, temperature=1.0, oracle=True, progress=False)
     with pytest.raises(ValueError, match="drafts a known text"):
         minispec.generate(target, ids, 5, method="oracle", draft=None)
+
+
+def test_the_peers_run_side_by_side_with_their_settings(shipped, tmp_path):
+    pytest.importorskip("transformers", reason="the peers need transformers (in the test extra)")
+    r = cli("bench", "--methods", "ar,sps,pld", "--gamma", "sps=3", "--peers", "hf", "--domains", "math",
+            "--limit", "1", "--max-new-tokens", "12", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert list(s["methods"]) == ["ar", "sps", "pld", "hf", "hf-assisted", "hf-assisted-g3", "hf-pld-g6"]
+    assert s["peers"]["hf-assisted-g3"] == {"num_assistant_tokens": 3, "num_assistant_tokens_schedule": "constant",
+                                            "assistant_confidence_threshold": 0.0}
+    for m, per in s["methods"].items():
+        row = per["math"]
+        assert row["lossless"] is True, m               # the same greedy text as minispec's ar
+        assert row["speedup_vs_hf"] == pytest.approx(row["tokens_per_s"] / per_hf(s), rel=1e-2)
+    assert s["methods"]["hf"]["math"]["mean_acceptance_length"] is None
+    r = cli("bench", "--methods", "ar", "--peers", "vllm", "--limit", "1", "--out", str(tmp_path))
+    assert r.returncode == 2 and "the only peer is 'hf'" in r.stderr
+
+
+def per_hf(summary):
+    return summary["methods"]["hf"]["math"]["tokens_per_s"]

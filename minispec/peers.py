@@ -1,0 +1,92 @@
+"""The peers a user would pick instead of minispec: transformers' own decoding on the same
+weights, exported to the Hugging Face Llama format (minispec.hf), for `bench --peers hf`.
+
+    hf               model.generate, greedy (plain decoding: the yardstick of every peer)
+    hf-assisted      assisted generation with the draft model as assistant_model, with the
+                     assistant's default schedule (recent transformers: a constant 20 tokens
+                     and a confidence threshold of 0.4 that stops drafting early)
+    hf-assisted-gG   the same with exactly G assistant tokens per round and the confidence
+                     stop turned off: speculative sampling with gamma = G, like minispec's sps
+    hf-pld-gG        prompt lookup decoding (prompt_lookup_num_tokens = G)
+
+Every peer is timed like minispec's methods (wall time of the whole call, prefill included),
+on one sequence, greedy, float32, with the same prompts and stopping rule (max_new_tokens, or
+the end-of-text token, which is kept).
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .stats import GenerationStats
+
+PEERS_HELP = "hf: transformers' generate, assisted generation and prompt lookup on the exported weights"
+
+
+class HFPeers:
+    """transformers models of the target (and the draft) and the peers' generate calls."""
+
+    def __init__(self, target, draft=None, gamma: int = 2, pld_gamma: int = 6, eos_id: int | None = None):
+        try:
+            from transformers import AutoModelForCausalLM
+        except ImportError:
+            raise ValueError("--peers hf needs transformers: pip install -e '.[hf]'") from None
+        from .hf import export_hf
+        self.device, self.eos_id, self.gamma, self.pld_gamma = target.device, eos_id, gamma, pld_gamma
+        with tempfile.TemporaryDirectory() as tmp:
+            load = lambda m, name: AutoModelForCausalLM.from_pretrained(
+                export_hf(m, Path(tmp) / name, eos_id), dtype=torch.float32).to(self.device).eval()
+            self.model = load(target, "target")
+            self.assistant = load(draft, "draft") if draft is not None else None
+        self.names = ["hf"]
+        if self.assistant is not None:
+            self.default_config = copy.deepcopy(self.assistant.generation_config)
+            self.fixed_config = copy.deepcopy(self.assistant.generation_config)
+            self.fixed_config.num_assistant_tokens = gamma
+            self.fixed_config.num_assistant_tokens_schedule = "constant"
+            self.fixed_config.assistant_confidence_threshold = 0.0        # no early stop
+            self.names += ["hf-assisted", f"hf-assisted-g{gamma}"]
+        self.names.append(f"hf-pld-g{pld_gamma}")
+
+    def describe(self) -> dict:
+        """What ran: the transformers version and each peer's settings."""
+        import transformers
+        out = {"transformers": transformers.__version__, "hf": "generate, greedy",
+               f"hf-pld-g{self.pld_gamma}": {"prompt_lookup_num_tokens": self.pld_gamma}}
+        if self.assistant is not None:
+            d = self.default_config
+            out["hf-assisted"] = {"num_assistant_tokens": d.num_assistant_tokens,
+                                  "num_assistant_tokens_schedule": d.num_assistant_tokens_schedule,
+                                  "assistant_confidence_threshold": d.assistant_confidence_threshold}
+            out[f"hf-assisted-g{self.gamma}"] = {"num_assistant_tokens": self.gamma,
+                                                 "num_assistant_tokens_schedule": "constant",
+                                                 "assistant_confidence_threshold": 0.0}
+        return out
+
+    @torch.inference_mode()
+    def generate(self, name: str, ids: list[int], max_new_tokens: int):
+        """One greedy generation by peer `name`: (new tokens, GenerationStats with the wall time)."""
+        from .generation import Generation
+        from .device import synchronize
+        kwargs = {}
+        if name.startswith("hf-assisted"):
+            self.assistant.generation_config = self.default_config if name == "hf-assisted" else self.fixed_config
+            kwargs["assistant_model"] = self.assistant
+        elif name.startswith("hf-pld"):
+            kwargs["prompt_lookup_num_tokens"] = self.pld_gamma
+        elif name != "hf":
+            raise ValueError(f"unknown peer {name!r}; peers: {self.names}")
+        x = torch.tensor([ids], device=self.device)
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                  do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.eos_id, **kwargs)
+        synchronize(self.device)
+        stats = GenerationStats(wall_time=time.perf_counter() - t0)
+        tokens = out[0, len(ids):].tolist()
+        stats.new_tokens = len(tokens)
+        return Generation(tokens, stats)
