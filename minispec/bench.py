@@ -98,7 +98,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
         return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
                         method=base_method(method), draft=draft, **method_options.get(method, {}))
 
-    plain_first = run("ar", first, seed).tokens
+    plain_first = run("ar", first, seed).tokens if budgets else None    # the oracle's warm-up text
     for m in methods:  # warm-up: first calls pay for allocation and kernel selection
         run(m, first, seed, plain_first)
     totals = {m: {d: GenerationStats() for d in DOMAINS} for m in methods}

@@ -36,7 +36,23 @@ from .train import soft_cross_entropy
 from .tree import DraftTree
 
 
-class Eagle1Head(nn.Module):
+class DraftHead(nn.Module):
+    """What every EAGLE head has: an input projection `fc`, one decoder layer with a KV cache of
+    its own (a draft tree's levels are cached in it), and a config shaped like the target's."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.fc.weight.device
+
+    def new_cache(self, max_len: int) -> KVCache:
+        c = self.config
+        return KVCache(1, c.n_heads, c.head_dim, max_len, 1, self.device, self.fc.weight.dtype)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Eagle1Head(DraftHead):
     """fc(concat(embedding, feature)) -> one decoder layer -> predicted next feature.
     Parameter names are those of EAGLE-1 checkpoints (fc, layers.0.*)."""
     kind = "eagle1"
@@ -61,17 +77,6 @@ class Eagle1Head(nn.Module):
     def for_target(cls, target, token_shift: bool = True) -> "Eagle1Head":
         """A fresh head shaped like `target`'s layers."""
         return cls(replace(target.config, n_layers=1), token_shift)
-
-    @property
-    def device(self) -> torch.device:
-        return self.fc.weight.device
-
-    def new_cache(self, max_len: int) -> KVCache:
-        c = self.config
-        return KVCache(1, c.n_heads, c.head_dim, max_len, 1, self.device, self.fc.weight.dtype)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(self, emb, feature, cache: KVCache | None = None, position_ids=None, attn_mask=None):
         """emb, feature (B, T, D) -> predicted next features (B, T, D). cache, position_ids and

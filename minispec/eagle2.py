@@ -34,6 +34,7 @@ import torch
 
 from .eagle import Eagle1Drafter
 from .sampling import SamplingParams, warp
+from .speculative import one_hot
 from .tree import DraftTree
 
 
@@ -114,10 +115,7 @@ class Eagle2Drafter(Eagle1Drafter):
         index = {c: i for i, c in enumerate(keep)}
         tree_tokens = [cand_tok[c] for c in keep]
         parents = [index[cand_par[c]] if cand_par[c] >= 0 else -1 for c in keep]
-        q = None
-        if not params.greedy:                        # deterministic picks: one-hot q
-            q = torch.zeros(len(keep), self.target.vocab_size, device=self.head.device)
-            q[torch.arange(len(keep)), torch.tensor(tree_tokens)] = 1.0
+        q = None if params.greedy else one_hot(tree_tokens, self.target.vocab_size, self.head.device)  # deterministic picks
         return DraftTree(tree_tokens, parents, q, [cand_score[c] for c in keep])
 
 

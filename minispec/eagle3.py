@@ -33,8 +33,9 @@ import torch.nn as nn
 
 from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
                          read_checkpoint, save_pretrained, weights_fingerprint)
+from .eagle import DraftHead
 from .eagle2 import Eagle2Drafter
-from .model import MLP, Attention, KVCache, ModelConfig, RMSNorm, rope_and_mask, rotary_tables
+from .model import MLP, Attention, ModelConfig, RMSNorm, rope_and_mask, rotary_tables
 
 
 def feature_layers_for(n_layers: int) -> tuple[int, int, int]:
@@ -66,7 +67,7 @@ class Eagle3Layer(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class Eagle3Head(nn.Module):
+class Eagle3Head(DraftHead):
     """fc (fuse) -> midlayer -> norm -> lm_head over the draft vocabulary. cfg.vocab_size is the
     draft vocabulary's size N; target_vocab the target's V. Tensor names are SpecForge's."""
     kind = "eagle3"
@@ -121,17 +122,6 @@ class Eagle3Head(nn.Module):
     def draft_ids(self) -> torch.Tensor:
         """(N,) the target id of every draft id: i + d2t[i]."""
         return torch.arange(len(self.d2t), device=self.d2t.device) + self.d2t
-
-    @property
-    def device(self) -> torch.device:
-        return self.fc.weight.device
-
-    def new_cache(self, max_len: int) -> KVCache:
-        c = self.config
-        return KVCache(1, c.n_heads, c.head_dim, max_len, 1, self.device, self.fc.weight.dtype)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def fuse(self, hidden: dict) -> torch.Tensor:
         """hidden[layer] (..., D) for the head's layers -> g (..., D)."""
@@ -256,7 +246,7 @@ def draft_vocab(counts, size: int) -> torch.Tensor:
     return torch.as_tensor(np.sort(order))
 
 
-EAGLE3_TRAIN = dict(steps=1200, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
+EAGLE3_TRAIN = dict(steps=2000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
                     grad_clip=0.5, eval_every=250, eval_windows=8)
 DRAFT_VOCAB = 2048      # half the target's 4096 (chapter 5 measures the trade-off)
 VOCAB_BATCHES = 200     # training batches counted to choose the draft vocabulary

@@ -60,6 +60,16 @@ def check_gamma(gamma) -> int:
     return gamma
 
 
+def one_hot(tokens: list[int], vocab_size: int, device="cpu") -> torch.Tensor | None:
+    """(N, V) the q of tokens picked deterministically (prompt lookup, the oracle, EAGLE-2's
+    top-k picks): all mass on the token. None for no tokens."""
+    if not tokens:
+        return None
+    q = torch.zeros(len(tokens), vocab_size, device=device)
+    q[torch.arange(len(tokens)), torch.tensor(tokens)] = 1.0
+    return q
+
+
 class DraftModelDrafter:
     """Chain drafting with a small LM: feed what it has not seen, then sample gamma tokens
     (fewer when one comes from a distribution whose entropy exceeds max_entropy: SVIP's
@@ -126,11 +136,7 @@ class PromptLookupDrafter:
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         k = min(k, self.gamma)
         drafts = self.lookup(tokens, k) if k else []
-        if not drafts or params.greedy:
-            return DraftTree.chain(drafts)
-        q = torch.zeros(len(drafts), self.vocab_size, device=self.device)
-        q[torch.arange(len(drafts)), torch.tensor(drafts)] = 1.0  # (k, V) one-hot
-        return DraftTree.chain(drafts, q)
+        return DraftTree.chain(drafts, None if params.greedy else one_hot(drafts, self.vocab_size, self.device))
 
     def observe(self, tokens: list[int], hidden) -> None:
         pass
@@ -151,11 +157,7 @@ class OracleDrafter:
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         L = len(tokens)
         drafts = self.sequence[L:L + min(k, self.gamma)] if self.sequence[:L] == tokens else []
-        if not drafts or params.greedy:
-            return DraftTree.chain(drafts)
-        q = torch.zeros(len(drafts), self.vocab_size, device=self.device)
-        q[torch.arange(len(drafts)), torch.tensor(drafts)] = 1.0                  # (k, V) one-hot
-        return DraftTree.chain(drafts, q)
+        return DraftTree.chain(drafts, None if params.greedy else one_hot(drafts, self.vocab_size, self.device))
 
     def observe(self, tokens: list[int], hidden) -> None:
         pass

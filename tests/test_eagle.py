@@ -21,16 +21,19 @@ PROMPT = [3, 14, 15, 9, 2, 6]
 TREE = [[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0, 0]]
 
 
-def random_head(target, seed=0, token_shift=True, scale=4.0):
-    """A random head whose predicted features are far from uniform (a sharp, mostly wrong
-    drafter), so that rejections and acceptances both happen."""
-    torch.manual_seed(seed)
-    head = Eagle1Head.for_target(target, token_shift)
+def sharpened(head, scale=4.0):
+    """A random head with its matrices scaled: its outputs are far from uniform (a sharp, mostly
+    wrong drafter), so that rejections and acceptances both happen."""
     with torch.no_grad():
         for p in head.parameters():
             if p.dim() == 2:
                 p.mul_(scale)
     return head.eval()
+
+
+def random_head(target, seed=0, token_shift=True, scale=4.0):
+    torch.manual_seed(seed)
+    return sharpened(Eagle1Head.for_target(target, token_shift), scale)
 
 
 def test_head_has_the_eagle1_checkpoint_layout():

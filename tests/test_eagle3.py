@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import SMALL, TINY, tiny_model
-from test_eagle import PROMPT, random_head
+from test_eagle import PROMPT, random_head, sharpened
 from minispec import generate
 from minispec.checkpoint import CheckpointError
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
@@ -29,12 +29,7 @@ def random_eagle3(target, seed=0, vocab=None, scale=4.0):
     ids; default every other id)."""
     torch.manual_seed(seed)
     vocab = list(range(0, target.vocab_size, 2)) if vocab is None else vocab
-    head = Eagle3Head.for_target(target, vocab)
-    with torch.no_grad():
-        for p in head.parameters():
-            if p.dim() == 2:
-                p.mul_(scale)
-    return head.eval()
+    return sharpened(Eagle3Head.for_target(target, vocab), scale)
 
 
 def test_feature_layers_keep_the_references_fractions_of_depth():
