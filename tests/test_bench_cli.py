@@ -138,7 +138,8 @@ def test_cli_export_hf_works_outside_the_checkout(tmp_path):
 
 def test_cli_runs_the_eagle_methods_with_their_options():
     for args in (["--method", "eagle1", "--gamma", "3"], ["--method", "eagle1-tree", "--choices", "t8"],
-                 ["--method", "eagle1-tree", "--choices", "[[0],[1],[0,0]]"]):
+                 ["--method", "eagle1-tree", "--choices", "[[0],[1],[0,0]]"],
+                 ["--method", "eagle3", "--total-tokens", "6", "--depth", "4"]):
         r = cli("generate", "--prompt", "Question: Ava has 3 apples.", "--max-new-tokens", "12", *args)
         assert r.returncode == 0, r.stderr
         assert "tau" in r.stdout

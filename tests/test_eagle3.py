@@ -242,3 +242,16 @@ def test_vocab_study_reports_coverage_tau_and_speed_per_size():
     assert all(s["methods"][m]["all"]["lossless"] for m in s["methods"])
     cov = s["coverage"]
     assert 0 <= cov["eagle3@low16"] <= cov["eagle3@low256"] <= cov["eagle3"] <= 1
+
+
+def test_the_shipped_head_fits_the_shipped_target_and_is_lossless():
+    import minispec
+    target, tok = minispec.load_target("cpu"), minispec.load_tokenizer()
+    head = minispec.load_eagle3(target)
+    assert head.layers == (1, 4, 7) and head.config.vocab_size == 2048
+    ids = tok.encode("def fib(n):")
+    g = generate(target, ids, 48, method="eagle3", draft=head)
+    assert g.tokens == generate(target, ids, 48).tokens
+    assert g.stats.mean_acceptance_length > 1.5                      # its drafts are really accepted
+    with pytest.raises(CheckpointError, match="trained on the target whose weights"):
+        minispec.load_eagle3(tiny_model(0, FOUR))                    # another target
