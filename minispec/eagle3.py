@@ -346,17 +346,18 @@ def restrict_vocab(head: Eagle3Head, keep_ids) -> Eagle3Head:
 
 
 def vocab_study(target, tokenizer, head: Eagle3Head, sizes, rankings: dict, limit: int | None = 10,
-                max_new_tokens: int = 128, repeats: int = 1, progress: bool = True) -> dict:
+                max_new_tokens: int = 128, repeats: int = 1, progress: bool = True, val_tokens=None) -> dict:
     """The draft-vocabulary trade-off: the head restricted to its `size` most frequent tokens by
     each ranking (name -> (V,) counts; a ranking picks among the head's own tokens), benchmarked
     as method eagle3 in one run against ar (tau and speed), plus the share of the target's greedy
-    choices on the validation text that each restricted vocabulary contains (its coverage)."""
+    choices on the validation text (default: the corpus's; val_tokens: domain -> ids) that each
+    restricted vocabulary contains (its coverage)."""
     from .bench import run_bench
     from .data import DOMAINS, load_tokens
     from .distill import validation_batches
     own = head.draft_ids.cpu().numpy()
     heads, coverage = {"eagle3": head}, {}
-    val = validation_batches(target, {d: load_tokens(d, "val") for d in DOMAINS}, 256, 8)
+    val = validation_batches(target, val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}, 256, 8)
     with torch.no_grad():
         best = torch.cat([target.lm_head(b.feature(target)).argmax(-1).flatten() for b in val.values()])
     for name, counts in rankings.items():

@@ -236,8 +236,9 @@ def test_vocab_study_reports_coverage_tau_and_speed_per_size():
     target, tok = minispec.load_target("cpu"), minispec.load_tokenizer()
     head = random_eagle3(target, 0, vocab=list(range(1024)), scale=1.0)
     counts = np.arange(target.vocab_size)[::-1].copy()              # prefers small ids
+    from minispec.data import load_sample
     s = vocab_study(target, tok, head, [16, 256, 4096], {"low": counts}, limit=1, max_new_tokens=8,
-                    progress=False)
+                    progress=False, val_tokens=load_sample("val"))       # the shipped sample: no corpus needed
     assert list(s["methods"]) == ["ar", "eagle3", "eagle3@low16", "eagle3@low256"]
     assert all(s["methods"][m]["all"]["lossless"] for m in s["methods"])
     cov = s["coverage"]
