@@ -129,6 +129,22 @@ def evaluate_head(head: Eagle1Head, target, val: dict) -> dict[str, dict[str, fl
     return out
 
 
+def head_training_setup(kind: str, target=None, run_dir=None, out_dir=None, tokens=None, val_tokens=None):
+    """What every head's training starts from: the target (default: the shipped one), frozen;
+    the run folder (default runs/KIND) and the shipped folder (default data/KIND); the corpus's
+    training and validation tokens unless given."""
+    from .data import DATA_DIR, DOMAINS, load_tokens
+    if target is None:
+        from . import load_target
+        target = load_target()
+    for p in target.parameters():
+        p.requires_grad_(False)
+    target.eval()
+    return (target, Path(run_dir or Path("runs") / kind), Path(out_dir or DATA_DIR / kind),
+            tokens or {d: load_tokens(d, "train") for d in DOMAINS},
+            val_tokens or {d: load_tokens(d, "val") for d in DOMAINS})
+
+
 EAGLE1_TRAIN = dict(steps=4000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
                     grad_clip=0.5, eval_every=250, eval_windows=16)
 
@@ -143,21 +159,12 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     num_batches distinct batches (None: a new one every step); resumable from run_dir/state.pt;
     write the shipped folder out_dir (default data/eagle1). token_shift=False and
     feature_loss=False train the two ablations."""
-    from .data import DATA_DIR, DOMAINS, load_tokens
     from .distill import MixedDistillation, SelfDistillation, validation_batches
     from .train import TrainConfig, fit
-    if target is None:
-        from . import load_target
-        target = load_target()
     if cfg is None:
         cfg = TrainConfig(**{**EAGLE1_TRAIN, **({"steps": steps} if steps else {})})
-    for p in target.parameters():
-        p.requires_grad_(False)
-    target.eval()
-    run_dir = Path(run_dir or Path("runs") / "eagle1")
-    out_dir = Path(out_dir or DATA_DIR / "eagle1")
-    tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
-    val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
+    target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle1", target, run_dir, out_dir,
+                                                                       tokens, val_tokens)
     if source == "mixed":              # corpus windows and the target's continuations, in turns
         half = None if num_batches is None else (num_batches + 1) // 2
         data = MixedDistillation(*(SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,

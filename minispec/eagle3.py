@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
                          read_checkpoint, save_pretrained, weights_fingerprint)
-from .eagle import DraftHead
+from .eagle import DraftHead, head_training_setup
 from .eagle2 import Eagle2Drafter
 from .model import MLP, Attention, ModelConfig, RMSNorm, rope_and_mask, rotary_tables
 
@@ -263,25 +263,16 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     layout beside minispec's manifest. The draft vocabulary: the draft_vocab_size ids most
     frequent in the training data (vocab_source="data": with the default source, the target's
     own continuations, their prompts left out) or in the whole corpus ("corpus")."""
-    from .data import DATA_DIR, DOMAINS, load_tokens
     from .distill import SelfDistillation, validation_batches
     from .train import TrainConfig, fit
-    if target is None:
-        from . import load_target
-        target = load_target()
     if vocab_source not in ("data", "corpus"):
         raise ValueError(f"vocab_source must be 'data' or 'corpus', got {vocab_source!r}")
     if isinstance(ttt_steps, bool) or not isinstance(ttt_steps, int) or ttt_steps < 1:
         raise ValueError(f"ttt_steps must be an integer >= 1, got {ttt_steps!r}")
     if cfg is None:
         cfg = TrainConfig(**{**EAGLE3_TRAIN, **({"steps": steps} if steps else {})})
-    for p in target.parameters():
-        p.requires_grad_(False)
-    target.eval()
-    run_dir = Path(run_dir or Path("runs") / "eagle3")
-    out_dir = Path(out_dir or DATA_DIR / "eagle3")
-    tokens = tokens or {d: load_tokens(d, "train") for d in DOMAINS}
-    val_tokens = val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}
+    target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle3", target, run_dir, out_dir,
+                                                                       tokens, val_tokens)
     layers = feature_layers_for(target.num_layers)
     data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, layers=layers, seed=cfg.seed,
                             source=source, num_batches=num_batches, cache_dir=cache_dir)
