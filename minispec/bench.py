@@ -4,7 +4,8 @@
 
 Methods take turns prompt by prompt (so drift of the machine hits all of them alike), after
 one untimed warm-up generation each; with `--repeats N` every generation is timed N times and
-each prompt counts with its median. The summary records the thread settings and the load
+each prompt counts with its median. Every timed call decodes with minispec.device.inference_threads
+(1 CPU thread unless $MINISPEC_THREADS says otherwise). The summary records the thread settings and the load
 average, and warns when another process was loading the machine. Writes DIR/summary.json (per method and domain:
 tokens_per_s, speedup over `ar` of the same run, mean_acceptance_length tau,
 acceptance_per_pos, lossless) and DIR/answers/<method>.jsonl in Spec-Bench's answer format.
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .data import DOMAINS, load_prompts
+from .device import inference_threads
 from .generation import generate
 from .methods import get_method
 from .stats import GenerationStats
@@ -125,17 +127,18 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                                "tstamp": time.time()})
     used = [d for d in DOMAINS if any(q["category"] == d for q in questions)]
     load_after = _load_average()
+    threads = inference_threads(target.device) or torch.get_num_threads()  # what every timed call used
     summary = {"device": str(target.device), "torch": torch.__version__, "python": platform.python_version(),
-               "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+               "threads": threads, "interop_threads": torch.get_num_interop_threads(),
                "cpu_count": os.cpu_count(), "load_average": [load_before, load_after],
                "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens,
                "seed": seed, "repeats": repeats,
                "prompts_per_domain": {d: sum(q["category"] == d for q in questions) for d in used},
                "method_options": method_options, "methods": {}}
     # the benchmark itself adds about `threads` to the load: more than that means a competitor
-    if load_after > min(torch.get_num_threads(), os.cpu_count() or 1) + 0.5:
+    if load_after > min(threads, os.cpu_count() or 1) + 0.5:
         warnings.warn(f"the machine was busy during the benchmark (load average {load_after:.1f} with "
-                      f"{torch.get_num_threads()} thread(s) of ours on {os.cpu_count()} cores): timings are not "
+                      f"{threads} thread(s) of ours on {os.cpu_count()} cores): timings are not "
                       "trustworthy; tau and lossless are")
     for m in methods:
         per = {}

@@ -23,12 +23,18 @@ import time
 
 import torch
 
-from .device import synchronize
+from .device import cpu_threads, inference_threads, synchronize
 
 
 @torch.inference_mode()
 def forward_times(model, n_tokens: int, context: int = 128, repeats: int = 10, warmup: int = 3) -> list[float]:
-    """Seconds of `repeats` cached forward passes, each scoring n_tokens after `context` tokens."""
+    """Seconds of `repeats` cached forward passes, each scoring n_tokens after `context` tokens
+    (with the threads decoding uses: minispec.device.inference_threads)."""
+    with cpu_threads(inference_threads(model.device)):
+        return _forward_times(model, n_tokens, context, repeats, warmup)
+
+
+def _forward_times(model, n_tokens, context, repeats, warmup):
     g = torch.Generator().manual_seed(0)
     prefix = torch.randint(0, model.vocab_size, (1, context), generator=g).to(model.device)
     new = torch.randint(0, model.vocab_size, (1, n_tokens), generator=g).to(model.device)

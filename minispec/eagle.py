@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_into, read_checkpoint, save_pretrained, weights_fingerprint
-from .model import DecoderLayer, KVCache, ModelConfig, rope_and_mask, rotary_tables
+from .model import DecoderLayer, KVCache, ModelConfig, lean_linear, rope_and_mask, rotary_tables
 from .sampling import SamplingParams, sample, warp
 from .speculative import check_max_entropy, too_unsure
 from .train import soft_cross_entropy
@@ -335,7 +335,7 @@ class Eagle1Drafter:
     def node_logits(self, feats: torch.Tensor) -> torch.Tensor:
         """(n, D) features predicted at n nodes -> (n, V) logits of their children: the
         target's own LM head (EAGLE-1 drafts in the target's vocabulary)."""
-        return self.target.lm_head(feats).float()
+        return lean_linear(feats, self.target.lm_head).float()
 
     def observe(self, tokens: list[int], hidden: dict[int, torch.Tensor]) -> None:
         """The target has read the tokens before the last one; hidden[L] (m, D) are its

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .device import synchronize
+from .device import cpu_threads, inference_threads, synchronize
 from .sampling import SamplingParams, make_generator, next_token
 from .stats import GenerationStats
 
@@ -57,6 +57,8 @@ def generate(target, prompt_ids, max_new_tokens: int = 128, temperature: float =
     method: "ar" (plain), "sps" (draft = a draft language model), "pld" (prompt lookup),
     "eagle1" / "eagle1-tree" (draft = an EAGLE-1 head); see minispec.methods.METHODS.
     method_options: the method's options, e.g. gamma (each has a default).
+    On the CPU it decodes with minispec.device.inference_threads() threads (1 unless
+    $MINISPEC_THREADS says otherwise), and restores torch's setting afterwards.
     """
     from .methods import get_method, make_drafter
     params = SamplingParams(temperature, top_k, top_p)
@@ -77,7 +79,7 @@ def generate(target, prompt_ids, max_new_tokens: int = 128, temperature: float =
         from .speculative import speculative_generate
         drafter = make_drafter(method, target, draft, len(prompt) + max_new_tokens, **method_options)
         loop, extra = speculative_generate, {"drafter": drafter}
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads(inference_threads(target.device)):
         synchronize(target.device)
         t0 = time.perf_counter()
         tokens, stats = loop(target, prompt, max_new_tokens, params, generator, eos_id, **extra)

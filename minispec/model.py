@@ -8,6 +8,10 @@ One forward pass serves every stage of speculative decoding:
   * several new tokens at once, with an additive attention mask among them and explicit
     position ids (tree verification);
   * the hidden states of requested layers (EAGLE-1 and EAGLE-3 features).
+Inference is lean without a second implementation (`lean_linear`): q/k/v and gate/up each run
+as one matmul, every weight is read in the layout the CPU's matmul streams fastest (transposed
+once and kept), q and k are rotated together, and the cache writes in place. Training runs the
+same code, where the stacking is part of the autograd graph.
 Shapes: B batch, T new tokens, P cached (past) tokens, H heads, hd head dim, D model dim.
 """
 from __future__ import annotations
@@ -70,12 +74,13 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store (B, H, T, hd) new keys/values of one layer; return all valid ones for it."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} tokens > max_len {self.max_len}")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        start, T = self.length, k.shape[2]
+        if start + T > self.max_len:
+            raise ValueError(f"KV cache overflow: {start + T} tokens > max_len {self.max_len}")
+        keys, values = self.k[layer], self.v[layer]  # (B, H, max_len, hd) views
+        keys.narrow(2, start, T).copy_(k)
+        values.narrow(2, start, T).copy_(v)
+        return keys.narrow(2, 0, start + T), values.narrow(2, 0, start + T)
 
     def rollback(self, length: int) -> None:
         """Forget everything from position `length` on."""
@@ -108,22 +113,51 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # weight * x / sqrt(mean(x^2) + eps), normalised in float32 as Hugging Face's Llama does
+        if x.dtype == torch.float32:  # the same numbers in one call
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def rotary_tables(cfg: ModelConfig, device=None):
-    """cos, sin of shape (max_seq_len, hd), in the 'rotate half' layout Hugging Face uses."""
+    """cos, sin of shape (max_seq_len, hd), in the 'rotate half' layout Hugging Face uses:
+    pair (i, i + hd/2) turns by angle pos * theta^(-2i/hd). `sin` carries rotate-half's sign
+    (-sin on the first half, +sin on the second), so that apply_rotary needs no negation."""
     hd = cfg.head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
     freqs = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float32, device=device), inv_freq)
-    emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos(), emb.sin()
+    return torch.cat([freqs, freqs], dim=-1).cos(), torch.cat([-freqs.sin(), freqs.sin()], dim=-1)
 
 
 def apply_rotary(x, cos, sin):
-    """x: (B, H, T, hd); cos, sin: (T, hd). Rotates each pair (x_i, x_{i+hd/2})."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    """x: (..., T, hd); cos, sin: (T, hd) from rotary_tables. Rotates each pair (x_i, x_{i+hd/2}):
+        x_i        -> x_i cos - x_{i+hd/2} sin
+        x_{i+hd/2} -> x_{i+hd/2} cos + x_i sin
+    Rolling by hd/2 swaps the halves; the table's signed sin does the rest."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
+
+
+def lean_linear(x: torch.Tensor, *linears: nn.Linear) -> torch.Tensor:
+    """x (..., K) -> the outputs of the bias-free Linear layers `linears` side by side,
+    (..., N1 + N2 + ...), as ONE matrix product.
+
+    Training (autograd on): F.linear over the weights stacked row-wise, stacked on every call so
+    that gradients reach each weight, the checkpoint's tensors.
+    Inference: x @ W with W the stacked weights transposed to (K, N) and made contiguous, built
+    once and kept on the first layer (rebuilt when a weight is moved or changed in place:
+    data_ptr and the version counter say so). The same numbers, one small matmul instead of
+    several, and a layout the CPU's matmul reads faster (docs/benchmark.md has the figures).
+    """
+    weights = [lin._parameters["weight"] for lin in linears]   # (plain dict lookups: this runs ~30x a step)
+    if torch.is_grad_enabled():
+        return F.linear(x, torch.cat(weights))
+    try:
+        key = [(w.data_ptr(), w._version) for w in weights]
+    except RuntimeError:             # weights made under inference_mode keep no version counter
+        key = [(w.data_ptr(), 0) for w in weights]
+    kept = linears[0].__dict__.get("_lean")
+    if kept is None or kept[0] != key:
+        kept = linears[0]._lean = (key, torch.cat(weights).t().contiguous())
+    return x @ kept[1]
 
 
 class Attention(nn.Module):
@@ -141,18 +175,18 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, cache: KVCache | None, mask):
         B, T, _ = x.shape
-        D = self.n_heads * self.head_dim
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        H, hd = self.n_heads, self.head_dim
+        qkv = lean_linear(x, self.q_proj, self.k_proj, self.v_proj)  # (B, T, 3D)
+        qkv = qkv.view(B, T, 3 * H, hd).transpose(1, 2)    # (B, 3H, T, hd): q heads, k heads, v heads
+        qk = apply_rotary(qkv[:, :2 * H], cos, sin)        # q and k rotated together
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, 2 * H:]     # (B, H, T, hd) each
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, H, P+T, hd)
         if isinstance(mask, str):  # "causal": plain training or prefill without a cache
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:                      # None (one new token sees everything) or (T, P+T) additive
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
+        return lean_linear(y.transpose(1, 2).reshape(B, T, H * hd), self.o_proj)
 
 
 class MLP(nn.Module):
@@ -163,7 +197,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+        gate, up = lean_linear(x, self.gate_proj, self.up_proj).chunk(2, dim=-1)
+        return lean_linear(F.silu(gate) * up, self.down_proj)  # SwiGLU: down(silu(gate(x)) * up(x))
 
 
 class DecoderLayer(nn.Module):
@@ -256,7 +291,7 @@ class Transformer(nn.Module):
             cache.length = past + T
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return ForwardOutput(self.lm_head(x).float(), hidden)
+        return ForwardOutput(lean_linear(x, self.lm_head).float(), hidden)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

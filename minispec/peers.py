@@ -71,7 +71,7 @@ class HFPeers:
     def generate(self, name: str, ids: list[int], max_new_tokens: int):
         """One greedy generation by peer `name`: (new tokens, GenerationStats with the wall time)."""
         from .generation import Generation
-        from .device import synchronize
+        from .device import cpu_threads, inference_threads, synchronize
         kwargs = {}
         if name.startswith("hf-assisted"):
             self.assistant.generation_config = self.default_config if name == "hf-assisted" else self.fixed_config
@@ -81,11 +81,12 @@ class HFPeers:
         elif name != "hf":
             raise ValueError(f"unknown peer {name!r}; peers: {self.names}")
         x = torch.tensor([ids], device=self.device)
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                                  do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.eos_id, **kwargs)
-        synchronize(self.device)
+        with cpu_threads(inference_threads(self.device)):   # the threads minispec decodes with
+            synchronize(self.device)
+            t0 = time.perf_counter()
+            out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                      do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.eos_id, **kwargs)
+            synchronize(self.device)
         stats = GenerationStats(wall_time=time.perf_counter() - t0)
         tokens = out[0, len(ids):].tolist()
         stats.new_tokens = len(tokens)

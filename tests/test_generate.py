@@ -106,3 +106,40 @@ def test_no_method_option_shadows_a_parameter_of_generate():
     from minispec.methods import METHODS
     params = set(inspect.signature(generate).parameters)
     assert not {o for m in METHODS.values() for o in m.options} & params
+
+
+@pytest.mark.parametrize("value, expected", [(None, 1), ("0", 0), ("3", 3), ("x", None), ("-1", None)])
+def test_inference_threads_reads_minispec_threads(monkeypatch, value, expected):
+    from minispec.device import inference_threads
+    if value is None:
+        monkeypatch.delenv("MINISPEC_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("MINISPEC_THREADS", value)
+    if expected is None:
+        with pytest.raises(ValueError, match="MINISPEC_THREADS must be an integer >= 0"):
+            inference_threads()
+    else:
+        assert inference_threads("cpu") == expected
+        assert inference_threads("cuda") == 0          # threads matter only on the CPU
+
+
+def test_generate_decodes_with_the_inference_threads_and_restores_torch(monkeypatch, model):
+    """generate sets torch's thread count for the decoding only: the forward passes see
+    MINISPEC_THREADS (default 1), the caller's setting is back afterwards."""
+    seen = []
+    forward = type(model).forward
+    monkeypatch.setattr(type(model), "forward",
+                        lambda self, *a, **k: seen.append(torch.get_num_threads()) or forward(self, *a, **k))
+    before = torch.get_num_threads()
+    monkeypatch.setenv("MINISPEC_THREADS", "2")
+    try:
+        torch.set_num_threads(1)
+        generate(model, PROMPT, 3)
+        assert seen == [2, 2, 2] and torch.get_num_threads() == 1
+        monkeypatch.delenv("MINISPEC_THREADS")
+        torch.set_num_threads(2)
+        seen.clear()
+        generate(model, PROMPT, 3, method="pld")
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

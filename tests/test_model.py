@@ -140,3 +140,53 @@ def test_config_rejects_odd_head_split():
     from minispec.model import ModelConfig
     with pytest.raises(ValueError, match="heads"):
         ModelConfig(dim=30, n_heads=4)
+
+
+def test_lean_inference_equals_the_training_path(model):
+    """Inference runs q/k/v and gate/up as one matmul each, over weights transposed once and kept;
+    training stacks them afresh on every call. Both must compute the same model, and the kept
+    weights must follow the parameters when they change."""
+    ids = torch.tensor([[5, 9, 2, 7, 1, 3, 8]])
+    separate = model(ids).logits                       # grad enabled: the training path
+    with torch.inference_mode():
+        stacked = model(ids).logits
+    torch.testing.assert_close(stacked, separate, atol=ATOL, rtol=0)
+    with torch.no_grad():                              # an in-place change (as an optimizer makes)
+        model.layers[1].self_attn.k_proj.weight.mul_(2.0)
+        model.layers[2].mlp.up_proj.weight.add_(0.1)
+    changed = model(ids).logits
+    assert not torch.allclose(changed, separate, atol=1e-3)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, changed, atol=ATOL, rtol=0)
+    double = model.double()                            # a move: new storage, so a new stack
+    with torch.inference_mode():
+        torch.testing.assert_close(double(ids).logits, changed, atol=1e-4, rtol=0)
+
+
+def test_training_gradients_are_those_of_the_separate_projections():
+    """Training stacks the weights too: the gradients of the separate weights equal those of a
+    hand-written forward of the block (to float32 rounding)."""
+    import torch.nn.functional as F
+    model = tiny_model(3)
+    x = torch.randn(1, 5, TINY.dim, generator=torch.Generator().manual_seed(0))
+    mlp = model.layers[0].mlp
+    mlp(x).square().sum().backward()
+    got = [mlp.gate_proj.weight.grad.clone(), mlp.up_proj.weight.grad.clone()]
+    mlp.zero_grad()
+    ref = mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+    ref.square().sum().backward()
+    torch.testing.assert_close(got[0], mlp.gate_proj.weight.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got[1], mlp.up_proj.weight.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_rotary_is_hugging_face_rotate_half():
+    """apply_rotary with the signed-sin table equals x cos + rotate_half(x) sin with plain tables."""
+    from minispec.model import apply_rotary, rotary_tables
+    cos, sin = rotary_tables(TINY)
+    hd = TINY.head_dim
+    inv = 1.0 / TINY.rope_theta ** (torch.arange(0, hd, 2).float() / hd)
+    ang = torch.outer(torch.arange(TINY.max_seq_len).float(), inv).repeat(1, 2)   # (L, hd)
+    x = torch.randn(1, TINY.n_heads, TINY.max_seq_len, hd, generator=torch.Generator().manual_seed(0))
+    rotate_half = torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], dim=-1)
+    torch.testing.assert_close(apply_rotary(x, cos, sin), x * ang.cos() + rotate_half * ang.sin(),
+                               atol=1e-5, rtol=0)
