@@ -26,10 +26,12 @@ def cmd_train(args):
         train_eagle3(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
                      ttt_steps=args.ttt_steps, draft_vocab_size=args.draft_vocab or DRAFT_VOCAB,
                      vocab_source=args.vocab_source, source=args.source or "regenerated",
-                     num_batches=args.data_batches, cache_dir=args.cache_dir, command=command)
+                     num_batches=args.data_batches, cache_dir=args.cache_dir, command=command,
+                     init=args.init, seed=args.seed)
         return
-    if args.ttt_steps != 7 or args.draft_vocab is not None or args.vocab_source != "data":
-        raise ValueError("--ttt-steps, --draft-vocab and --vocab-source apply to the eagle3 head")
+    if args.ttt_steps != 7 or args.draft_vocab is not None or args.vocab_source != "data" \
+            or args.init is not None or args.seed is not None:
+        raise ValueError("--ttt-steps, --draft-vocab, --vocab-source, --init and --seed apply to the eagle3 head")
     if args.model == "eagle1":
         from . import load_target
         from .eagle import train_eagle1
@@ -315,6 +317,9 @@ def main(argv=None):
     s.add_argument("--vocab-source", choices=["data", "corpus"], default="data",
                    help="eagle3: rank tokens by frequency in the training data (the target's own "
                         "continuations) or in the corpus")
+    s.add_argument("--init", metavar="FOLDER", help="eagle3: start from this trained head (a warm restart: "
+                   "the schedule runs again; give a new --seed so that it sees new data)")
+    s.add_argument("--seed", type=int, help="eagle3: the run's seed, which also picks its data (default 0)")
     s.add_argument("--data-batches", type=int,
                    help="a head's amount of data: this many distinct batches, repeated in epochs (default: a new batch every step)")
     s.set_defaults(func=cmd_train)

@@ -32,10 +32,10 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
-                         read_checkpoint, save_pretrained, weights_fingerprint)
+                         read_checkpoint, read_manifest, save_pretrained, weights_fingerprint)
 from .eagle import DraftHead, head_training_setup
 from .eagle2 import Eagle2Drafter
-from .model import MLP, Attention, ModelConfig, RMSNorm, rope_and_mask, rotary_tables
+from .model import MLP, Attention, ModelConfig, RMSNorm, lean_linear, rope_and_mask, rotary_tables
 
 
 def feature_layers_for(n_layers: int) -> tuple[int, int, int]:
@@ -140,7 +140,7 @@ class Eagle3Head(DraftHead):
 
     def logits(self, o) -> torch.Tensor:
         """o (..., D) -> (..., N) logits over the draft vocabulary."""
-        return self.lm_head(self.norm(o)).float()
+        return lean_linear(self.norm(o), self.lm_head).float()
 
     def to_target(self, logits) -> torch.Tensor:
         """(..., N) draft-vocabulary logits -> (..., V) target-vocabulary logits, -inf at every
@@ -256,13 +256,18 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  draft_vocab_size: int = DRAFT_VOCAB, vocab_source: str = "data",
                  source: str = "regenerated", num_batches: int | None = None, cache_dir=None,
                  progress: bool = True, stop_after: int | None = None, on_step=None,
-                 tokens=None, val_tokens=None, command: str = "", cfg=None) -> Eagle3Head:
+                 tokens=None, val_tokens=None, command: str = "", cfg=None,
+                 init=None, seed: int | None = None) -> Eagle3Head:
     """Train an EAGLE-3 head with the training-time test unrolled ttt_steps steps, on the target's
     own continuations (source="regenerated", default) or corpus windows, resumable from
     run_dir/state.pt; write the shipped folder out_dir (default data/eagle3) in SpecForge's
     layout beside minispec's manifest. The draft vocabulary: the draft_vocab_size ids most
     frequent in the training data (vocab_source="data": with the default source, the target's
-    own continuations, their prompts left out) or in the whole corpus ("corpus")."""
+    own continuations, their prompts left out) or in the whole corpus ("corpus").
+
+    init: a trained head's folder to start from (a warm restart: the recipe's schedule runs
+    again, the head keeps its draft vocabulary); with a new `seed` (the data stream's and the
+    run's) it sees new data, so that training continues on more of it."""
     from .distill import SelfDistillation, validation_batches
     from .train import TrainConfig, fit
     if vocab_source not in ("data", "corpus"):
@@ -271,6 +276,8 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
         raise ValueError(f"ttt_steps must be an integer >= 1, got {ttt_steps!r}")
     if cfg is None:
         cfg = TrainConfig(**{**EAGLE3_TRAIN, **({"steps": steps} if steps else {})})
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle3", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
     layers = feature_layers_for(target.num_layers)
@@ -278,7 +285,10 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                             source=source, num_batches=num_batches, cache_dir=cache_dir)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
-    if vocab_source == "data":
+    start = load_eagle3(init, target) if init is not None else None
+    if start is not None:
+        counts = None                                                     # its vocabulary stays
+    elif vocab_source == "data":
         skip = data.prompt_len if source == "regenerated" else 0          # the target's own tokens
         counts = token_counts((data.batch(s).ids[:, skip:].cpu().numpy()
                                for s in range(min(VOCAB_BATCHES, num_batches or VOCAB_BATCHES))),
@@ -287,7 +297,16 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
         counts = token_counts(tokens.values(), target.vocab_size)
     val = validation_batches(target, val_tokens, cfg.seq_len, cfg.eval_windows, layers)
     torch.manual_seed(cfg.seed)
-    head = Eagle3Head.for_target(target, draft_vocab(counts, draft_vocab_size), layers).to(target.device)
+    if start is not None:
+        head = start.train()
+        if head.config.vocab_size != draft_vocab_size or tuple(head.layers) != tuple(layers):
+            raise ValueError(f"the head in {init} has a draft vocabulary of {head.config.vocab_size} and "
+                             f"feature layers {tuple(head.layers)}; asked for {draft_vocab_size} and {tuple(layers)}")
+    else:
+        head = Eagle3Head.for_target(target, draft_vocab(counts, draft_vocab_size), layers).to(target.device)
+    init_info = None if init is None else {"from": str(init), "sha256": weights_fingerprint(start),
+                                           **{k: read_manifest(init).get("training", {}).get(k)
+                                              for k in ("command", "tokens_seen", "train_time_s")}}
 
     def loss_fn(step):
         b = data.batch(step)
@@ -296,7 +315,8 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     target_sha256 = weights_fingerprint(target)
     settings = {"model_config": head.config.to_dict(), "layers": list(layers), "ttt_steps": ttt_steps,
                 "draft_vocab_size": draft_vocab_size, "vocab_source": vocab_source,
-                "target_sha256": target_sha256, "source": source, "num_batches": num_batches}
+                "target_sha256": target_sha256, "source": source, "num_batches": num_batches,
+                "init": init_info}
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val, ttt_steps), desc="train eagle3",
                progress=progress, stop_after=stop_after, on_step=on_step)
@@ -310,8 +330,10 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                           "data": {"source": source, "num_batches": num_batches,
                                    "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                    * cfg.batch_size * cfg.seq_len},
-                          "train_time_s": done["train_time_s"],
-                          "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+                          "train_time_s": done["train_time_s"] + ((init_info or {}).get("train_time_s") or 0),
+                          "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len
+                          + ((init_info or {}).get("tokens_seen") or 0),
+                          "init": init_info,
                           "device": str(target.device), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "history": done["history"]},
                 val=metrics)

@@ -186,6 +186,24 @@ def test_a_trained_head_gets_drafts_accepted_and_training_resumes(tmp_path):
     rand = generate(target, prompt, 24, method="eagle3", draft=random_eagle3(target), **options)
     assert trained.tokens == rand.tokens == plain
     assert trained.stats.mean_acceptance_length > 4.0 > 1.5 > rand.stats.mean_acceptance_length
+    # a warm restart continues from the trained head (its first loss is the trained head's, far
+    # below a fresh head's), keeps its vocabulary and records where it started and what it saw
+    from dataclasses import replace
+    from minispec.checkpoint import read_manifest, weights_fingerprint
+    short = {**kw, "cfg": replace(cfg, steps=10, eval_every=0)}
+    first = {}
+    more = train_eagle3(target, tmp_path / "c" / "out", tmp_path / "c" / "run", init=tmp_path / "a" / "out",
+                        seed=1, on_step=lambda s, l: first.setdefault("warm", l), **short)
+    train_eagle3(target, tmp_path / "d" / "out", tmp_path / "d" / "run", seed=1,
+                 on_step=lambda s, l: first.setdefault("fresh", l), **short)
+    assert first["warm"] < 0.5 * first["fresh"]
+    assert torch.equal(more.draft_ids, head.draft_ids)
+    info = read_manifest(tmp_path / "c" / "out")["training"]
+    assert info["init"]["sha256"] == weights_fingerprint(head) and info["config"]["seed"] == 1
+    assert info["tokens_seen"] == (80 + 10) * 4 * 32
+    with pytest.raises(ValueError, match="draft vocabulary of 24"):
+        train_eagle3(target, tmp_path / "e" / "out", tmp_path / "e" / "run", init=tmp_path / "a" / "out",
+                     **{**short, "draft_vocab_size": 32})
 
 
 def test_bad_heads_and_settings_get_clear_errors(tmp_path):
