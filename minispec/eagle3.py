@@ -304,9 +304,9 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                              f"feature layers {tuple(head.layers)}; asked for {draft_vocab_size} and {tuple(layers)}")
     else:
         head = Eagle3Head.for_target(target, draft_vocab(counts, draft_vocab_size), layers).to(target.device)
+    earlier = read_manifest(init).get("training", {}) if init is not None and (Path(init) / MANIFEST).exists() else {}
     init_info = None if init is None else {"from": str(init), "sha256": weights_fingerprint(start),
-                                           **{k: read_manifest(init).get("training", {}).get(k)
-                                              for k in ("command", "tokens_seen", "train_time_s")}}
+                                           **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s")}}
 
     def loss_fn(step):
         b = data.batch(step)
