@@ -29,21 +29,20 @@ def cmd_train(args):
                      num_batches=args.data_batches, cache_dir=args.cache_dir, command=command,
                      init=args.init, seed=args.seed)
         return
-    if args.ttt_steps != 7 or args.draft_vocab is not None or args.vocab_source != "data" \
-            or args.init is not None or args.seed is not None:
-        raise ValueError("--ttt-steps, --draft-vocab, --vocab-source, --init and --seed apply to the eagle3 head")
+    if args.ttt_steps != 7 or args.draft_vocab is not None or args.vocab_source != "data":
+        raise ValueError("--ttt-steps, --draft-vocab and --vocab-source apply to the eagle3 head")
     if args.model == "eagle1":
         from . import load_target
         from .eagle import train_eagle1
         train_eagle1(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
                      token_shift=not args.no_token_shift, feature_loss=not args.no_feature_loss,
                      cache_dir=args.cache_dir, source=args.source or "corpus", num_batches=args.data_batches,
-                     command=command)
+                     command=command, init=args.init, seed=args.seed)
         return
     if (args.no_token_shift or args.no_feature_loss or args.cache_dir or args.source is not None
-            or args.data_batches is not None):
-        raise ValueError("--no-token-shift, --no-feature-loss, --cache-dir, --source and --data-batches "
-                         "apply to draft heads (eagle1, eagle3)")
+            or args.data_batches is not None or args.init is not None or args.seed is not None):
+        raise ValueError("--no-token-shift, --no-feature-loss, --cache-dir, --source, --data-batches, --init "
+                         "and --seed apply to draft heads (eagle1, eagle3)")
     model_cfg, cfg = preset(args.model, args.steps)
     out = args.out or (Path("runs") / "baseline" / "model" if args.model == "baseline" else None)
     train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=out,
@@ -317,9 +316,9 @@ def main(argv=None):
     s.add_argument("--vocab-source", choices=["data", "corpus"], default="data",
                    help="eagle3: rank tokens by frequency in the training data (the target's own "
                         "continuations) or in the corpus")
-    s.add_argument("--init", metavar="FOLDER", help="eagle3: start from this trained head (a warm restart: "
+    s.add_argument("--init", metavar="FOLDER", help="a head: start from this trained head (a warm restart: "
                    "the schedule runs again; give a new --seed so that it sees new data)")
-    s.add_argument("--seed", type=int, help="eagle3: the run's seed, which also picks its data (default 0)")
+    s.add_argument("--seed", type=int, help="a head: the run's seed, which also picks its data (default 0)")
     s.add_argument("--data-batches", type=int,
                    help="a head's amount of data: this many distinct batches, repeated in epochs (default: a new batch every step)")
     s.set_defaults(func=cmd_train)

@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_into, read_checkpoint, save_pretrained, weights_fingerprint
+from .checkpoint import (CheckpointError, MANIFEST, load_into, read_checkpoint, read_manifest, save_pretrained,
+                         weights_fingerprint)
 from .model import DecoderLayer, KVCache, ModelConfig, lean_linear, rope_and_mask, rotary_tables
 from .sampling import SamplingParams, sample, warp
 from .speculative import check_max_entropy, too_unsure
@@ -145,6 +146,25 @@ def head_training_setup(kind: str, target=None, run_dir=None, out_dir=None, toke
             val_tokens or {d: load_tokens(d, "val") for d in DOMAINS})
 
 
+def warm_start(init, target, load):
+    """Where a warm restart begins: the trained head in folder `init`, loaded by `load` (which
+    refuses a head of another target), in training mode, and what the new run's manifest records
+    of it: its folder, its sha256 and the earlier run's command, tokens and time (added to the
+    new run's, so that the manifest counts all the data the head has seen). (None, None) when
+    init is None."""
+    if init is None:
+        return None, None
+    head = load(init, target)
+    earlier = read_manifest(init).get("training", {}) if (Path(init) / MANIFEST).exists() else {}
+    return head.train(), {"from": str(init), "sha256": weights_fingerprint(head),
+                          **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s")}}
+
+
+def with_earlier(init_info, key: str, value: float) -> float:
+    """value plus what the run a warm restart began from recorded under key."""
+    return value + ((init_info or {}).get(key) or 0)
+
+
 EAGLE1_TRAIN = dict(steps=4000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
                     grad_clip=0.5, eval_every=250, eval_windows=16)
 
@@ -153,16 +173,22 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  token_shift: bool = True, feature_loss: bool = True, cache_dir=None,
                  source: str = "corpus", num_batches: int | None = None, progress: bool = True,
                  stop_after: int | None = None, on_step=None,
-                 tokens=None, val_tokens=None, command: str = "", cfg=None) -> Eagle1Head:
+                 tokens=None, val_tokens=None, command: str = "", cfg=None,
+                 init=None, seed: int | None = None) -> Eagle1Head:
     """Train an EAGLE-1 head on the target's features (self-distillation) over corpus windows,
     the target's own continuations (source="regenerated") or both in turns ("mixed"), from
     num_batches distinct batches (None: a new one every step); resumable from run_dir/state.pt;
     write the shipped folder out_dir (default data/eagle1). token_shift=False and
-    feature_loss=False train the two ablations."""
+    feature_loss=False train the two ablations.
+
+    init: a trained head's folder to start from (a warm restart: the schedule runs again); with a
+    new `seed` (the data stream's and the run's) it sees new data."""
     from .distill import MixedDistillation, SelfDistillation, validation_batches
     from .train import TrainConfig, fit
     if cfg is None:
         cfg = TrainConfig(**{**EAGLE1_TRAIN, **({"steps": steps} if steps else {})})
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle1", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
     if source == "mixed":              # corpus windows and the target's continuations, in turns
@@ -178,7 +204,12 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     val = {d: (b.ids, b.feature(target))
            for d, b in validation_batches(target, val_tokens, cfg.seq_len, cfg.eval_windows).items()}
     torch.manual_seed(cfg.seed)
-    head = Eagle1Head.for_target(target, token_shift).to(target.device)
+    head, init_info = warm_start(init, target, load_eagle1)
+    if head is None:
+        head = Eagle1Head.for_target(target, token_shift).to(target.device)
+    elif head.token_shift != token_shift:
+        raise ValueError(f"the head in {init} was trained with token_shift={head.token_shift}; "
+                         f"asked for token_shift={token_shift}")
 
     def loss_fn(step):
         b = data.batch(step)
@@ -188,7 +219,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     target_sha256 = weights_fingerprint(target)
     settings = {"model_config": head.config.to_dict(), "token_shift": token_shift,
                 "feature_loss": feature_loss, "target_sha256": target_sha256,
-                "source": source, "num_batches": num_batches}
+                "source": source, "num_batches": num_batches, "init": init_info}
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val), desc="train eagle1",
                progress=progress, stop_after=stop_after, on_step=on_step)
@@ -204,9 +235,10 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                                        "prompt_len": data.prompt_len if source != "corpus" else None,
                                        "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                        * cfg.batch_size * cfg.seq_len},
-                              "train_time_s": done["train_time_s"],
-                              "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
-                              "device": str(target.device), "torch": torch.__version__,
+                              "train_time_s": with_earlier(init_info, "train_time_s", done["train_time_s"]),
+                              "tokens_seen": with_earlier(init_info, "tokens_seen",
+                                                          cfg.steps * cfg.batch_size * cfg.seq_len),
+                              "init": init_info, "device": str(target.device), "torch": torch.__version__,
                               "threads": torch.get_num_threads(), "history": done["history"]},
                     val=metrics)
     print(f"eagle1 head: {head.num_params():,} parameters, validation {metrics}, "

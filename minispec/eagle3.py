@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
-                         read_checkpoint, read_manifest, save_pretrained, weights_fingerprint)
-from .eagle import DraftHead, head_training_setup
+                         read_checkpoint, save_pretrained, weights_fingerprint)
+from .eagle import DraftHead, head_training_setup, warm_start, with_earlier
 from .eagle2 import Eagle2Drafter
 from .model import MLP, Attention, ModelConfig, RMSNorm, lean_linear, rope_and_mask, rotary_tables
 
@@ -285,7 +285,7 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                             source=source, num_batches=num_batches, cache_dir=cache_dir)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
-    start = load_eagle3(init, target) if init is not None else None
+    start, init_info = warm_start(init, target, load_eagle3)
     if start is not None:
         counts = None                                                     # its vocabulary stays
     elif vocab_source == "data":
@@ -298,15 +298,12 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     val = validation_batches(target, val_tokens, cfg.seq_len, cfg.eval_windows, layers)
     torch.manual_seed(cfg.seed)
     if start is not None:
-        head = start.train()
+        head = start
         if head.config.vocab_size != draft_vocab_size or tuple(head.layers) != tuple(layers):
             raise ValueError(f"the head in {init} has a draft vocabulary of {head.config.vocab_size} and "
                              f"feature layers {tuple(head.layers)}; asked for {draft_vocab_size} and {tuple(layers)}")
     else:
         head = Eagle3Head.for_target(target, draft_vocab(counts, draft_vocab_size), layers).to(target.device)
-    earlier = read_manifest(init).get("training", {}) if init is not None and (Path(init) / MANIFEST).exists() else {}
-    init_info = None if init is None else {"from": str(init), "sha256": weights_fingerprint(start),
-                                           **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s")}}
 
     def loss_fn(step):
         b = data.batch(step)
@@ -330,9 +327,9 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                           "data": {"source": source, "num_batches": num_batches,
                                    "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                    * cfg.batch_size * cfg.seq_len},
-                          "train_time_s": done["train_time_s"] + ((init_info or {}).get("train_time_s") or 0),
-                          "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len
-                          + ((init_info or {}).get("tokens_seen") or 0),
+                          "train_time_s": with_earlier(init_info, "train_time_s", done["train_time_s"]),
+                          "tokens_seen": with_earlier(init_info, "tokens_seen",
+                                                      cfg.steps * cfg.batch_size * cfg.seq_len),
                           "init": init_info,
                           "device": str(target.device), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "history": done["history"]},

@@ -87,6 +87,17 @@ def test_cli_bad_input_is_one_clear_line(args, message):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["draft", "--init", "data/draft"], "--init and --seed apply to draft heads"),
+    (["target", "--seed", "1"], "--init and --seed apply to draft heads"),
+    (["eagle1", "--ttt-steps", "3"], "apply to the eagle3 head"),
+])
+def test_cli_train_refuses_options_of_another_model(args, message):
+    r = cli("train", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("method", ["sps", "pld"])
 def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, method):
     target, draft, tok = shipped

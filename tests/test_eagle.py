@@ -78,6 +78,23 @@ def test_a_trained_head_gets_drafts_accepted(tmp_path):
     rand = generate(target, prompt, 24, method="eagle1", draft=random_head(target), gamma=4)
     assert trained.tokens == rand.tokens == plain
     assert trained.stats.mean_acceptance_length > 4.0 > 1.5 > rand.stats.mean_acceptance_length
+    # a warm restart continues from the trained head (its first loss is the trained head's, far
+    # below a fresh head's) and records where it started and what it saw in all
+    from dataclasses import replace
+    from minispec.checkpoint import read_manifest, weights_fingerprint
+    short = dict(cfg=replace(cfg, steps=10), tokens=tokens, val_tokens=tokens, progress=False)
+    first = {}
+    train_eagle1(target, tmp_path / "w" / "out", tmp_path / "w" / "run", init=tmp_path / "out", seed=1,
+                 on_step=lambda s, l: first.setdefault("warm", l), **short)
+    train_eagle1(target, tmp_path / "f" / "out", tmp_path / "f" / "run", seed=1,
+                 on_step=lambda s, l: first.setdefault("fresh", l), **short)
+    assert first["warm"] < 0.5 * first["fresh"]
+    info = read_manifest(tmp_path / "w" / "out")["training"]
+    assert info["init"]["sha256"] == weights_fingerprint(head) and info["config"]["seed"] == 1
+    assert info["tokens_seen"] == (150 + 10) * 8 * 32
+    with pytest.raises(ValueError, match="token_shift=True"):
+        train_eagle1(target, tmp_path / "x" / "out", tmp_path / "x" / "run", init=tmp_path / "out",
+                     token_shift=False, **short)
 
 
 def test_tree_levels_cached_in_the_head_equal_running_each_path():
