@@ -149,15 +149,15 @@ def head_training_setup(kind: str, target=None, run_dir=None, out_dir=None, toke
 def warm_start(init, target, load):
     """Where a warm restart begins: the trained head in folder `init`, loaded by `load` (which
     refuses a head of another target), in training mode, and what the new run's manifest records
-    of it: its folder, its sha256 and the earlier run's command, tokens and time (added to the
-    new run's, so that the manifest counts all the data the head has seen). (None, None) when
-    init is None."""
+    of it: its folder, its sha256 and the earlier run's command, tokens, time (added to the new
+    run's, so that the manifest counts all the data the head has seen) and validation history.
+    (None, None) when init is None."""
     if init is None:
         return None, None
     head = load(init, target)
     earlier = read_manifest(init).get("training", {}) if (Path(init) / MANIFEST).exists() else {}
     return head.train(), {"from": str(init), "sha256": weights_fingerprint(head),
-                          **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s")}}
+                          **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s", "history")}}
 
 
 def with_earlier(init_info, key: str, value: float) -> float:

@@ -68,7 +68,7 @@ def test_a_trained_head_gets_drafts_accepted(tmp_path):
     target = train("t", TINY, lm, tmp_path / "t", tmp_path / "t_out", progress=False,
                    tokens=tokens, val_tokens=tokens).eval()
     cfg = TrainConfig(steps=150, batch_size=8, seq_len=32, lr=3e-3, min_lr=3e-4, warmup=10,
-                      weight_decay=0.0, grad_clip=0.5, ckpt_every=1000, eval_every=0, eval_windows=2)
+                      weight_decay=0.0, grad_clip=0.5, ckpt_every=1000, eval_every=75, eval_windows=2)
     head = train_eagle1(target, tmp_path / "out", tmp_path / "run", cfg=cfg, tokens=tokens,
                         val_tokens=tokens, progress=False)
     prompt = [3, 4, 5, 6]
@@ -82,7 +82,7 @@ def test_a_trained_head_gets_drafts_accepted(tmp_path):
     # below a fresh head's) and records where it started and what it saw in all
     from dataclasses import replace
     from minispec.checkpoint import read_manifest, weights_fingerprint
-    short = dict(cfg=replace(cfg, steps=10), tokens=tokens, val_tokens=tokens, progress=False)
+    short = dict(cfg=replace(cfg, steps=10, eval_every=0), tokens=tokens, val_tokens=tokens, progress=False)
     first = {}
     train_eagle1(target, tmp_path / "w" / "out", tmp_path / "w" / "run", init=tmp_path / "out", seed=1,
                  on_step=lambda s, l: first.setdefault("warm", l), **short)
@@ -92,6 +92,7 @@ def test_a_trained_head_gets_drafts_accepted(tmp_path):
     info = read_manifest(tmp_path / "w" / "out")["training"]
     assert info["init"]["sha256"] == weights_fingerprint(head) and info["config"]["seed"] == 1
     assert info["tokens_seen"] == (150 + 10) * 8 * 32
+    assert [h["step"] for h in info["init"]["history"]] == [75, 150]          # the first run's curve
     with pytest.raises(ValueError, match="token_shift=True"):
         train_eagle1(target, tmp_path / "x" / "out", tmp_path / "x" / "run", init=tmp_path / "out",
                      token_shift=False, **short)
