@@ -306,8 +306,8 @@ def chain_choices(gamma: int) -> list[list[int]]:
 # Static trees, named by their number of nodes, in the spirit of the reference's choice lists:
 # wide near the root, where the head is least sure of its ranking, and a deep spine along its
 # best guesses. t26 has the reference's size (25-26 nodes, depth 5), which a GPU verifies about
-# as fast as one token. On a 2-core CPU every node costs (a verification pass over 17 tokens
-# takes 1.9 plain steps, each tree level one head pass), so tau rises with the tree's size while
+# as fast as one token. On a 2-core CPU every node costs (a verification pass over 27 tokens
+# takes about 1.9 plain steps, each tree level one head pass), so tau rises with the tree's size while
 # speed falls: t4 is the fastest tree there (chapter 3 measures all of them).
 TREES = {
     "t4": [[0], [1], [0, 0], [0, 0, 0]],

@@ -98,15 +98,16 @@ def test_cli_train_refuses_options_of_another_model(args, message):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("method", ["sps", "pld"])
-def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, method):
+@pytest.mark.parametrize("method, options", [("sps", {"gamma": 4}), ("pld", {"gamma": 4}),
+                                             ("eagle1", {"gamma": 4}), ("eagle1-tree", {})])
+def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, method, options):
     target, draft, tok = shipped
+    draft = {"sps": draft, "pld": None}[method] if method in ("sps", "pld") else minispec.load_eagle1(target)
     accepted = 0
     for q in minispec.load_prompts():
         ids = tok.encode(q["turns"][0])
         ar = minispec.generate(target, ids, 32, eos_id=tok.eot_id).tokens
-        spec = minispec.generate(target, ids, 32, eos_id=tok.eot_id, method=method,
-                                 draft=draft if method == "sps" else None, gamma=4)
+        spec = minispec.generate(target, ids, 32, eos_id=tok.eot_id, method=method, draft=draft, **options)
         assert spec.tokens == ar, f"question {q['question_id']}"
         accepted += spec.stats.num_accepted_tokens
     assert accepted > 0  # the drafts were really checked, not all skipped
