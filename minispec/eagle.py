@@ -149,20 +149,22 @@ def head_training_setup(kind: str, target=None, run_dir=None, out_dir=None, toke
 def warm_start(init, target, load):
     """Where a warm restart begins: the trained head in folder `init`, loaded by `load` (which
     refuses a head of another target), in training mode, and what the new run's manifest records
-    of it: its folder, its sha256 and the earlier run's command, tokens, time (added to the new
-    run's, so that the manifest counts all the data the head has seen) and validation history.
-    (None, None) when init is None."""
+    of it: its folder, the sha256 of its tensors (as `target_sha256` names a target), and the
+    earlier run's command, tokens, time (added to the new run's, so that the manifest counts all
+    the data the head has seen), validation history and its own `init` (so that a chain of
+    restarts keeps every run). A folder without minispec's manifest (a head in SpecForge's layout
+    alone) records no earlier run. (None, None) when init is None."""
     if init is None:
         return None, None
     head = load(init, target)
     earlier = read_manifest(init).get("training", {}) if (Path(init) / MANIFEST).exists() else {}
     return head.train(), {"from": str(init), "sha256": weights_fingerprint(head),
-                          **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s", "history")}}
+                          **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s", "history", "init")}}
 
 
 def with_earlier(init_info, key: str, value: float) -> float:
-    """value plus what the run a warm restart began from recorded under key."""
-    return value + ((init_info or {}).get(key) or 0)
+    """value plus what the run a warm restart began from recorded under key (rounded to 0.1)."""
+    return round(value + ((init_info or {}).get(key) or 0), 1)
 
 
 EAGLE1_TRAIN = dict(steps=4000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
@@ -191,6 +193,10 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
         cfg = replace(cfg, seed=seed)
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle1", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
+    start, init_info = warm_start(init, target, load_eagle1)        # before the data: a refusal is quick
+    if start is not None and start.token_shift != token_shift:
+        raise ValueError(f"the head in {init} was trained with token_shift={start.token_shift}; "
+                         f"asked for token_shift={token_shift}")
     if source == "mixed":              # corpus windows and the target's continuations, in turns
         half = None if num_batches is None else (num_batches + 1) // 2
         data = MixedDistillation(*(SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
@@ -204,12 +210,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     val = {d: (b.ids, b.feature(target))
            for d, b in validation_batches(target, val_tokens, cfg.seq_len, cfg.eval_windows).items()}
     torch.manual_seed(cfg.seed)
-    head, init_info = warm_start(init, target, load_eagle1)
-    if head is None:
-        head = Eagle1Head.for_target(target, token_shift).to(target.device)
-    elif head.token_shift != token_shift:
-        raise ValueError(f"the head in {init} was trained with token_shift={head.token_shift}; "
-                         f"asked for token_shift={token_shift}")
+    head = start if start is not None else Eagle1Head.for_target(target, token_shift).to(target.device)
 
     def loss_fn(step):
         b = data.batch(step)

@@ -281,11 +281,14 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle3", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
     layers = feature_layers_for(target.num_layers)
+    start, init_info = warm_start(init, target, load_eagle3)        # before the data: a refusal is quick
+    if start is not None and (start.config.vocab_size != draft_vocab_size or tuple(start.layers) != tuple(layers)):
+        raise ValueError(f"the head in {init} has a draft vocabulary of {start.config.vocab_size} and "
+                         f"feature layers {tuple(start.layers)}; asked for {draft_vocab_size} and {tuple(layers)}")
     data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, layers=layers, seed=cfg.seed,
                             source=source, num_batches=num_batches, cache_dir=cache_dir)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
-    start, init_info = warm_start(init, target, load_eagle3)
     if start is not None:
         counts = None                                                     # its vocabulary stays
     elif vocab_source == "data":
@@ -297,13 +300,8 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
         counts = token_counts(tokens.values(), target.vocab_size)
     val = validation_batches(target, val_tokens, cfg.seq_len, cfg.eval_windows, layers)
     torch.manual_seed(cfg.seed)
-    if start is not None:
-        head = start
-        if head.config.vocab_size != draft_vocab_size or tuple(head.layers) != tuple(layers):
-            raise ValueError(f"the head in {init} has a draft vocabulary of {head.config.vocab_size} and "
-                             f"feature layers {tuple(head.layers)}; asked for {draft_vocab_size} and {tuple(layers)}")
-    else:
-        head = Eagle3Head.for_target(target, draft_vocab(counts, draft_vocab_size), layers).to(target.device)
+    head = start if start is not None else \
+        Eagle3Head.for_target(target, draft_vocab(counts, draft_vocab_size), layers).to(target.device)
 
     def loss_fn(step):
         b = data.batch(step)

@@ -93,6 +93,13 @@ def test_a_trained_head_gets_drafts_accepted(tmp_path):
     assert info["init"]["sha256"] == weights_fingerprint(head) and info["config"]["seed"] == 1
     assert info["tokens_seen"] == (150 + 10) * 8 * 32
     assert [h["step"] for h in info["init"]["history"]] == [75, 150]          # the first run's curve
+    first_time = read_manifest(tmp_path / "out")["training"]["train_time_s"]
+    assert info["init"]["train_time_s"] == first_time <= info["train_time_s"]  # both runs' time, summed
+    # a chain of restarts keeps every run
+    train_eagle1(target, tmp_path / "w2" / "out", tmp_path / "w2" / "run", init=tmp_path / "w" / "out", seed=2, **short)
+    again = read_manifest(tmp_path / "w2" / "out")["training"]
+    assert [h["step"] for h in again["init"]["init"]["history"]] == [75, 150]
+    assert again["tokens_seen"] == (150 + 10 + 10) * 8 * 32
     with pytest.raises(ValueError, match="token_shift=True"):
         train_eagle1(target, tmp_path / "x" / "out", tmp_path / "x" / "run", init=tmp_path / "out",
                      token_shift=False, **short)
