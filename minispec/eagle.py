@@ -162,9 +162,12 @@ def warm_start(init, target, load):
                           **{k: earlier.get(k) for k in ("command", "tokens_seen", "train_time_s", "history", "init")}}
 
 
-def with_earlier(init_info, key: str, value: float) -> float:
-    """value plus what the run a warm restart began from recorded under key (rounded to 0.1)."""
-    return round(value + ((init_info or {}).get(key) or 0), 1)
+def run_totals(init_info, train_time_s: float, tokens_seen: int) -> dict:
+    """What a head's manifest records of its training in all: this run's time and tokens plus
+    those of the run a warm restart began from (time rounded to 0.1 s), and that run's record."""
+    earlier = init_info or {}
+    return {"train_time_s": round(train_time_s + (earlier.get("train_time_s") or 0), 1),
+            "tokens_seen": tokens_seen + (earlier.get("tokens_seen") or 0), "init": init_info}
 
 
 EAGLE1_TRAIN = dict(steps=4000, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
@@ -236,10 +239,8 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                                        "prompt_len": data.prompt_len if source != "corpus" else None,
                                        "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                        * cfg.batch_size * cfg.seq_len},
-                              "train_time_s": with_earlier(init_info, "train_time_s", done["train_time_s"]),
-                              "tokens_seen": with_earlier(init_info, "tokens_seen",
-                                                          cfg.steps * cfg.batch_size * cfg.seq_len),
-                              "init": init_info, "device": str(target.device), "torch": torch.__version__,
+                              **run_totals(init_info, done["train_time_s"], cfg.steps * cfg.batch_size * cfg.seq_len),
+                              "device": str(target.device), "torch": torch.__version__,
                               "threads": torch.get_num_threads(), "history": done["history"]},
                     val=metrics)
     print(f"eagle1 head: {head.num_params():,} parameters, validation {metrics}, "

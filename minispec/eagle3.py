@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
                          read_checkpoint, save_pretrained, weights_fingerprint)
-from .eagle import DraftHead, head_training_setup, warm_start, with_earlier
+from .eagle import DraftHead, head_training_setup, run_totals, warm_start
 from .eagle2 import Eagle2Drafter
 from .model import MLP, Attention, ModelConfig, RMSNorm, lean_linear, rope_and_mask, rotary_tables
 
@@ -325,10 +325,7 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                           "data": {"source": source, "num_batches": num_batches,
                                    "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                    * cfg.batch_size * cfg.seq_len},
-                          "train_time_s": with_earlier(init_info, "train_time_s", done["train_time_s"]),
-                          "tokens_seen": with_earlier(init_info, "tokens_seen",
-                                                      cfg.steps * cfg.batch_size * cfg.seq_len),
-                          "init": init_info,
+                          **run_totals(init_info, done["train_time_s"], cfg.steps * cfg.batch_size * cfg.seq_len),
                           "device": str(target.device), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "history": done["history"]},
                 val=metrics)
