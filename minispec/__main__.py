@@ -27,7 +27,7 @@ def cmd_train(args):
                      ttt_steps=args.ttt_steps, draft_vocab_size=args.draft_vocab or DRAFT_VOCAB,
                      vocab_source=args.vocab_source, source=args.source or "regenerated",
                      num_batches=args.data_batches, cache_dir=args.cache_dir, command=command,
-                     init=args.init, seed=args.seed)
+                     init=args.init, seed=args.seed, regen_temperature=args.regen_temperature)
         return
     if args.ttt_steps != 7 or args.draft_vocab is not None or args.vocab_source != "data":
         raise ValueError("--ttt-steps, --draft-vocab and --vocab-source apply to the eagle3 head")
@@ -37,12 +37,13 @@ def cmd_train(args):
         train_eagle1(load_target(default_device(args.device)), args.out, args.run_dir, args.steps,
                      token_shift=not args.no_token_shift, feature_loss=not args.no_feature_loss,
                      cache_dir=args.cache_dir, source=args.source or "corpus", num_batches=args.data_batches,
-                     command=command, init=args.init, seed=args.seed)
+                     command=command, init=args.init, seed=args.seed, regen_temperature=args.regen_temperature)
         return
     if (args.no_token_shift or args.no_feature_loss or args.cache_dir or args.source is not None
-            or args.data_batches is not None or args.init is not None or args.seed is not None):
-        raise ValueError("--no-token-shift, --no-feature-loss, --cache-dir, --source, --data-batches, --init "
-                         "and --seed apply to draft heads (eagle1, eagle3)")
+            or args.data_batches is not None or args.init is not None or args.seed is not None
+            or args.regen_temperature != 1):
+        raise ValueError("--no-token-shift, --no-feature-loss, --cache-dir, --source, --data-batches, --init, "
+                         "--seed and --regen-temperature apply to draft heads (eagle1, eagle3)")
     model_cfg, cfg = preset(args.model, args.steps)
     out = args.out or (Path("runs") / "baseline" / "model" if args.model == "baseline" else None)
     train(args.model, model_cfg, cfg, run_dir=args.run_dir, out_dir=out,
@@ -309,6 +310,9 @@ def main(argv=None):
     s.add_argument("--source", choices=["corpus", "regenerated", "mixed"],
                    help="a head's data: corpus windows, the target's own continuations of corpus prefixes, "
                         "or both in turns (eagle1 only) (default: corpus for eagle1, regenerated for eagle3)")
+    s.add_argument("--regen-temperature", type=float, default=1.0,
+                   help="a head: the temperature the target continues corpus prefixes at, for regenerated "
+                        "or mixed data (default 1, its own distribution; 0, its greedy continuations)")
     s.add_argument("--ttt-steps", type=int, default=7,
                    help="eagle3: training-time test, the head unrolled this many steps (default 7)")
     s.add_argument("--draft-vocab", type=int,

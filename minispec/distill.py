@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write
+from .sampling import SamplingParams, warp
 
 
 @dataclass
@@ -38,16 +39,18 @@ class SelfDistillation:
     included).
 
     source:      "corpus" (windows of the corpus) or "regenerated" (the first `prompt_len` tokens
-                 of each window, then the target's continuation sampled at temperature 1).
+                 of each window, then the target's continuation sampled at `temperature`: 1, the
+                 target's own distribution, by default; 0, its greedy continuation).
     num_batches: how much data there is: step s reads batch s % num_batches, so training makes
                  epochs over num_batches * batch_size * seq_len tokens (None: a new batch per step).
     """
 
     def __init__(self, target, tokens: dict[str, np.ndarray], batch_size: int, seq_len: int,
                  layers=(), seed: int = 0, source: str = "corpus", prompt_len: int = 32,
-                 num_batches: int | None = None, cache_dir=None, device=None):
+                 num_batches: int | None = None, cache_dir=None, device=None, temperature: float = 1.0):
         if source not in ("corpus", "regenerated"):
             raise ValueError(f"source must be 'corpus' or 'regenerated', got {source!r}")
+        self.sampling = SamplingParams(temperature=temperature)     # checks it
         if source == "regenerated" and not 1 <= prompt_len < seq_len:
             raise ValueError(f"prompt_len must lie in [1, {seq_len}), got {prompt_len}")
         if seq_len > target.max_seq_len:
@@ -59,6 +62,7 @@ class SelfDistillation:
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.layers = tuple(sorted(set(layers) | {target.num_layers}))
         self.source, self.prompt_len, self.num_batches = source, prompt_len, num_batches
+        self.temperature = temperature
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.device = device or target.device
 
@@ -81,15 +85,16 @@ class SelfDistillation:
     @torch.no_grad()
     def regenerate(self, prefix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """(B, P) prefixes, (B, N) uniforms -> (B, P + N): the target continues each prefix at
-        temperature 1. Token i of a row is the first whose cumulative probability exceeds u[i]
-        (inverse-CDF sampling), so a row depends on its own numbers only, and the rows of several
-        steps can be generated in one batch (up to the rounding differences that another batch
-        size may bring, which can move a token whose number falls on a boundary)."""
+        self.temperature (0: its greedy continuation). Token i of a row is the first whose
+        cumulative probability exceeds u[i] (inverse-CDF sampling), so a row depends on its own
+        numbers only, and the rows of several steps can be generated in one batch (up to the
+        rounding differences that another batch size may bring, which can move a token whose
+        number falls on a boundary)."""
         cache = self.target.new_cache(prefix.shape[1] + u.shape[1], batch=prefix.shape[0])
         logits = self.target(prefix, cache=cache, logits_to_keep=1).logits[:, -1]          # (B, V)
         out = [prefix]
         for i in range(u.shape[1]):
-            cdf = torch.softmax(logits.float(), -1).cumsum(-1)                             # (B, V)
+            cdf = warp(logits, self.sampling).cumsum(-1)                                   # (B, V)
             x = torch.searchsorted(cdf, u[:, i:i + 1] * cdf[:, -1:], right=True)            # (B, 1)
             out.append(x.clamp_max(cdf.shape[1] - 1))
             if i + 1 < u.shape[1]:
@@ -114,6 +119,8 @@ class SelfDistillation:
 
     def path(self, step: int) -> Path:
         name = "corpus" if self.source == "corpus" else f"regenerated-p{self.prompt_len}"
+        if self.source == "regenerated" and self.temperature != 1:
+            name += f"-t{self.temperature:g}"
         return self.cache_dir / f"{name}-{self.seed}-{step:06d}.safetensors"
 
     def save(self, step: int, b: DistillBatch) -> None:

@@ -146,6 +146,15 @@ def head_training_setup(kind: str, target=None, run_dir=None, out_dir=None, toke
             val_tokens or {d: load_tokens(d, "val") for d in DOMAINS})
 
 
+def check_regen_source(source: str, regen_temperature) -> None:
+    """A regeneration temperature is a valid temperature, and only given with regenerated data."""
+    from .sampling import SamplingParams
+    SamplingParams(temperature=regen_temperature)
+    if source == "corpus" and regen_temperature != 1:
+        raise ValueError("a regeneration temperature applies to the target's own continuations "
+                         "(source 'regenerated' or 'mixed'), not to corpus windows")
+
+
 def warm_start(init, target, load):
     """Where a warm restart begins: the trained head in folder `init`, loaded by `load` (which
     refuses a head of another target), in training mode, and what the new run's manifest records
@@ -179,9 +188,10 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  source: str = "corpus", num_batches: int | None = None, progress: bool = True,
                  stop_after: int | None = None, on_step=None,
                  tokens=None, val_tokens=None, command: str = "", cfg=None,
-                 init=None, seed: int | None = None) -> Eagle1Head:
+                 init=None, seed: int | None = None, regen_temperature: float = 1.0) -> Eagle1Head:
     """Train an EAGLE-1 head on the target's features (self-distillation) over corpus windows,
-    the target's own continuations (source="regenerated") or both in turns ("mixed"), from
+    the target's own continuations (source="regenerated", sampled at regen_temperature; 0: its
+    greedy ones, the text that greedy decoding drafts for) or both in turns ("mixed"), from
     num_batches distinct batches (None: a new one every step); resumable from run_dir/state.pt;
     write the shipped folder out_dir (default data/eagle1). token_shift=False and
     feature_loss=False train the two ablations.
@@ -196,6 +206,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
         cfg = replace(cfg, seed=seed)
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle1", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
+    check_regen_source(source, regen_temperature)
     start, init_info = warm_start(init, target, load_eagle1)        # before the data: a refusal is quick
     if start is not None and start.token_shift != token_shift:
         raise ValueError(f"the head in {init} was trained with token_shift={start.token_shift}; "
@@ -203,11 +214,13 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     if source == "mixed":              # corpus windows and the target's continuations, in turns
         half = None if num_batches is None else (num_batches + 1) // 2
         data = MixedDistillation(*(SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
-                                                    source=src, num_batches=half, cache_dir=cache_dir)
+                                                    source=src, num_batches=half, cache_dir=cache_dir,
+                                                    temperature=regen_temperature)
                                    for src in ("corpus", "regenerated")))
     else:
         data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
-                                source=source, num_batches=num_batches, cache_dir=cache_dir)
+                                source=source, num_batches=num_batches, cache_dir=cache_dir,
+                                temperature=regen_temperature)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
     val = {d: (b.ids, b.feature(target))
@@ -223,7 +236,8 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     target_sha256 = weights_fingerprint(target)
     settings = {"model_config": head.config.to_dict(), "token_shift": token_shift,
                 "feature_loss": feature_loss, "target_sha256": target_sha256,
-                "source": source, "num_batches": num_batches, "init": init_info}
+                "source": source, "num_batches": num_batches, "init": init_info,
+                "regen_temperature": regen_temperature}
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val), desc="train eagle1",
                progress=progress, stop_after=stop_after, on_step=on_step)
@@ -237,6 +251,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
                               "config": asdict(cfg), "feature_loss": feature_loss,
                               "data": {"source": source, "num_batches": num_batches,
                                        "prompt_len": data.prompt_len if source != "corpus" else None,
+                                       "regen_temperature": regen_temperature if source != "corpus" else None,
                                        "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                        * cfg.batch_size * cfg.seq_len},
                               **run_totals(init_info, done["train_time_s"], cfg.steps * cfg.batch_size * cfg.seq_len),

@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
                          read_checkpoint, save_pretrained, weights_fingerprint)
-from .eagle import DraftHead, head_training_setup, run_totals, warm_start
+from .eagle import DraftHead, check_regen_source, head_training_setup, run_totals, warm_start
 from .eagle2 import Eagle2Drafter
 from .model import MLP, Attention, ModelConfig, RMSNorm, lean_linear, rope_and_mask, rotary_tables
 
@@ -257,9 +257,10 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  source: str = "regenerated", num_batches: int | None = None, cache_dir=None,
                  progress: bool = True, stop_after: int | None = None, on_step=None,
                  tokens=None, val_tokens=None, command: str = "", cfg=None,
-                 init=None, seed: int | None = None) -> Eagle3Head:
+                 init=None, seed: int | None = None, regen_temperature: float = 1.0) -> Eagle3Head:
     """Train an EAGLE-3 head with the training-time test unrolled ttt_steps steps, on the target's
-    own continuations (source="regenerated", default) or corpus windows, resumable from
+    own continuations (source="regenerated", default; sampled at regen_temperature, 0: greedy)
+    or corpus windows, resumable from
     run_dir/state.pt; write the shipped folder out_dir (default data/eagle3) in SpecForge's
     layout beside minispec's manifest. The draft vocabulary: the draft_vocab_size ids most
     frequent in the training data (vocab_source="data": with the default source, the target's
@@ -281,12 +282,14 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle3", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
     layers = feature_layers_for(target.num_layers)
+    check_regen_source(source, regen_temperature)
     start, init_info = warm_start(init, target, load_eagle3)        # before the data: a refusal is quick
     if start is not None and (start.config.vocab_size != draft_vocab_size or tuple(start.layers) != tuple(layers)):
         raise ValueError(f"the head in {init} has a draft vocabulary of {start.config.vocab_size} and "
                          f"feature layers {tuple(start.layers)}; asked for {draft_vocab_size} and {tuple(layers)}")
     data = SelfDistillation(target, tokens, cfg.batch_size, cfg.seq_len, layers=layers, seed=cfg.seed,
-                            source=source, num_batches=num_batches, cache_dir=cache_dir)
+                            source=source, num_batches=num_batches, cache_dir=cache_dir,
+                            temperature=regen_temperature)
     if cache_dir is not None:
         data.precompute(range(min(num_batches or cfg.steps, cfg.steps)), progress=progress)
     if start is not None:
@@ -311,7 +314,7 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     settings = {"model_config": head.config.to_dict(), "layers": list(layers), "ttt_steps": ttt_steps,
                 "draft_vocab_size": draft_vocab_size, "vocab_source": vocab_source,
                 "target_sha256": target_sha256, "source": source, "num_batches": num_batches,
-                "init": init_info}
+                "init": init_info, "regen_temperature": regen_temperature}
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val, ttt_steps), desc="train eagle3",
                progress=progress, stop_after=stop_after, on_step=on_step)
@@ -323,6 +326,7 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                 training={"command": command or "python -m minispec train eagle3",
                           "config": asdict(cfg), "ttt_steps": ttt_steps, "vocab_source": vocab_source,
                           "data": {"source": source, "num_batches": num_batches,
+                                   "regen_temperature": regen_temperature if source != "corpus" else None,
                                    "distinct_tokens": min(num_batches or cfg.steps, cfg.steps)
                                    * cfg.batch_size * cfg.seq_len},
                           **run_totals(init_info, done["train_time_s"], cfg.steps * cfg.batch_size * cfg.seq_len),

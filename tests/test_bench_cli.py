@@ -88,9 +88,13 @@ def test_cli_bad_input_is_one_clear_line(args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["draft", "--init", "data/draft"], "--init and --seed apply to draft heads"),
-    (["target", "--seed", "1"], "--init and --seed apply to draft heads"),
+    (["draft", "--init", "data/draft"], "--seed and --regen-temperature apply to draft heads"),
+    (["target", "--seed", "1"], "--seed and --regen-temperature apply to draft heads"),
+    (["target", "--regen-temperature", "0"], "--seed and --regen-temperature apply to draft heads"),
     (["eagle1", "--ttt-steps", "3"], "apply to the eagle3 head"),
+    (["eagle1", "--regen-temperature", "0"], "not to corpus windows"),        # eagle1 reads the corpus by default
+    (["eagle3", "--source", "corpus", "--regen-temperature", "0.5"], "not to corpus windows"),
+    (["eagle1", "--source", "mixed", "--regen-temperature", "-1"], "temperature must be a finite number >= 0"),
 ])
 def test_cli_train_refuses_options_of_another_model(args, message):
     r = cli("train", *args)

@@ -51,18 +51,37 @@ def test_regenerated_rows_depend_on_their_own_step_only():
     assert torch.equal(data.batch(3).ids, together[1].ids)         # step 3 reads batch 3 % 2
 
 
-def test_regenerated_tokens_follow_the_target_distribution():
-    """The inverse-CDF sampler draws each token with the target's probability: first tokens of
-    many rows against p, exactly computed."""
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_regenerated_tokens_follow_the_target_distribution(temperature):
+    """The inverse-CDF sampler draws each token with the target's probability at the given
+    temperature: first tokens of many rows against p, exactly computed."""
     target = tiny_model()
-    data = SelfDistillation(target, TOKENS, batch_size=4000, seq_len=5, source="regenerated", prompt_len=4)
+    data = SelfDistillation(target, TOKENS, batch_size=4000, seq_len=5, source="regenerated", prompt_len=4,
+                            temperature=temperature)
     prefix = torch.tensor([[1, 2, 3, 4]]).repeat(4000, 1)
     ids = data.regenerate(prefix, data.uniforms(0)[:, :1])
     with torch.no_grad():
-        p = torch.softmax(target(prefix[:1]).logits[0, -1].double(), -1)
+        p = torch.softmax(target(prefix[:1]).logits[0, -1].double() / temperature, -1)
     counts = torch.bincount(ids[:, 4], minlength=p.numel())
     assert chi_square_ok(counts, p)
     assert not chi_square_ok(counts, torch.softmax(p.log() * 1.3, -1))   # a sharper p is told apart
+
+
+def test_greedy_regeneration_is_the_targets_greedy_decoding(tmp_path):
+    """temperature=0: each row continues its prefix exactly as plain greedy decoding does (the
+    text that greedy speculative decoding drafts for); its cache files are kept apart from the
+    sampled ones."""
+    from minispec import generate
+    target = tiny_model()
+    greedy = SelfDistillation(target, TOKENS, batch_size=3, seq_len=12, source="regenerated", prompt_len=4,
+                              temperature=0, cache_dir=tmp_path)
+    b = greedy.batch(0)
+    for row in b.ids.tolist():
+        assert generate(target, row[:4], max_new_tokens=8).tokens == row[4:]
+    sampled = SelfDistillation(target, TOKENS, batch_size=3, seq_len=12, source="regenerated", prompt_len=4,
+                               cache_dir=tmp_path)
+    assert sampled.path(0) != greedy.path(0) and torch.equal(greedy.batch(0).ids, b.ids)
+    assert not torch.equal(sampled.batch(0).ids, b.ids)
 
 
 def test_mixed_data_takes_turns(tmp_path):
@@ -116,3 +135,6 @@ def test_bad_settings_are_refused():
         SelfDistillation(target, TOKENS, 2, 8, source="regenerated", prompt_len=8)
     with pytest.raises(ValueError, match="num_batches"):
         SelfDistillation(target, TOKENS, 2, 8, num_batches=0)
+    for t in (-1.0, float("nan"), True, 1e-300):
+        with pytest.raises(ValueError, match="temperature"):
+            SelfDistillation(target, TOKENS, 2, 8, source="regenerated", prompt_len=3, temperature=t)

@@ -95,11 +95,14 @@ def test_a_trained_head_gets_drafts_accepted(tmp_path):
     assert [h["step"] for h in info["init"]["history"]] == [75, 150]          # the first run's curve
     first_time = read_manifest(tmp_path / "out")["training"]["train_time_s"]
     assert info["init"]["train_time_s"] == first_time <= info["train_time_s"]  # both runs' time, summed
-    # a chain of restarts keeps every run
-    train_eagle1(target, tmp_path / "w2" / "out", tmp_path / "w2" / "run", init=tmp_path / "w" / "out", seed=2, **short)
+    # a chain of restarts keeps every run (this one on the target's greedy continuations too)
+    longer = {**short, "cfg": replace(short["cfg"], seq_len=48)}       # room for a 32-token prompt
+    train_eagle1(target, tmp_path / "w2" / "out", tmp_path / "w2" / "run", init=tmp_path / "w" / "out", seed=2,
+                 source="mixed", regen_temperature=0, **longer)
     again = read_manifest(tmp_path / "w2" / "out")["training"]
     assert [h["step"] for h in again["init"]["init"]["history"]] == [75, 150]
-    assert again["tokens_seen"] == (150 + 10 + 10) * 8 * 32
+    assert again["data"]["source"] == "mixed" and again["data"]["regen_temperature"] == 0
+    assert again["tokens_seen"] == (150 + 10) * 8 * 32 + 10 * 8 * 48
     with pytest.raises(ValueError, match="token_shift=True"):
         train_eagle1(target, tmp_path / "x" / "out", tmp_path / "x" / "run", init=tmp_path / "out",
                      token_shift=False, **short)
