@@ -204,9 +204,9 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
         cfg = TrainConfig(**{**EAGLE1_TRAIN, **({"steps": steps} if steps else {})})
     if seed is not None:
         cfg = replace(cfg, seed=seed)
+    check_regen_source(source, regen_temperature)            # before the target and the corpus load
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle1", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
-    check_regen_source(source, regen_temperature)
     start, init_info = warm_start(init, target, load_eagle1)        # before the data: a refusal is quick
     if start is not None and start.token_shift != token_shift:
         raise ValueError(f"the head in {init} was trained with token_shift={start.token_shift}; "

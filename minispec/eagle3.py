@@ -279,10 +279,10 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
         cfg = TrainConfig(**{**EAGLE3_TRAIN, **({"steps": steps} if steps else {})})
     if seed is not None:
         cfg = replace(cfg, seed=seed)
+    check_regen_source(source, regen_temperature)            # before the target and the corpus load
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle3", target, run_dir, out_dir,
                                                                        tokens, val_tokens)
     layers = feature_layers_for(target.num_layers)
-    check_regen_source(source, regen_temperature)
     start, init_info = warm_start(init, target, load_eagle3)        # before the data: a refusal is quick
     if start is not None and (start.config.vocab_size != draft_vocab_size or tuple(start.layers) != tuple(layers)):
         raise ValueError(f"the head in {init} has a draft vocabulary of {start.config.vocab_size} and "
