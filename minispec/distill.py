@@ -62,7 +62,6 @@ class SelfDistillation:
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.layers = tuple(sorted(set(layers) | {target.num_layers}))
         self.source, self.prompt_len, self.num_batches = source, prompt_len, num_batches
-        self.temperature = temperature
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.device = device or target.device
 
@@ -85,9 +84,9 @@ class SelfDistillation:
     @torch.no_grad()
     def regenerate(self, prefix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """(B, P) prefixes, (B, N) uniforms -> (B, P + N): the target continues each prefix at
-        self.temperature (0: its greedy continuation). Token i of a row is the first whose
-        cumulative probability exceeds u[i] (inverse-CDF sampling), so a row depends on its own
-        numbers only, and the rows of several steps can be generated in one batch (up to the
+        self.sampling's temperature (0: its greedy continuation). Token i of a row is the first
+        whose cumulative probability exceeds u[i] (inverse-CDF sampling), so a row depends on its
+        own numbers only, and the rows of several steps can be generated in one batch (up to the
         rounding differences that another batch size may bring, which can move a token whose
         number falls on a boundary)."""
         cache = self.target.new_cache(prefix.shape[1] + u.shape[1], batch=prefix.shape[0])
@@ -119,8 +118,8 @@ class SelfDistillation:
 
     def path(self, step: int) -> Path:
         name = "corpus" if self.source == "corpus" else f"regenerated-p{self.prompt_len}"
-        if self.source == "regenerated" and self.temperature != 1:
-            name += f"-t{self.temperature:g}"
+        if self.source == "regenerated" and self.sampling.temperature != 1:
+            name += f"-t{self.sampling.temperature:g}"
         return self.cache_dir / f"{name}-{self.seed}-{step:06d}.safetensors"
 
     def save(self, step: int, b: DistillBatch) -> None:

@@ -237,7 +237,7 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     settings = {"model_config": head.config.to_dict(), "token_shift": token_shift,
                 "feature_loss": feature_loss, "target_sha256": target_sha256,
                 "source": source, "num_batches": num_batches, "init": init_info,
-                "regen_temperature": regen_temperature}
+                **({"regen_temperature": regen_temperature} if regen_temperature != 1 else {})}  # old runs resume
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val), desc="train eagle1",
                progress=progress, stop_after=stop_after, on_step=on_step)

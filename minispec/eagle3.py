@@ -260,11 +260,11 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                  init=None, seed: int | None = None, regen_temperature: float = 1.0) -> Eagle3Head:
     """Train an EAGLE-3 head with the training-time test unrolled ttt_steps steps, on the target's
     own continuations (source="regenerated", default; sampled at regen_temperature, 0: greedy)
-    or corpus windows, resumable from
-    run_dir/state.pt; write the shipped folder out_dir (default data/eagle3) in SpecForge's
-    layout beside minispec's manifest. The draft vocabulary: the draft_vocab_size ids most
-    frequent in the training data (vocab_source="data": with the default source, the target's
-    own continuations, their prompts left out) or in the whole corpus ("corpus").
+    or corpus windows, resumable from run_dir/state.pt; write the shipped folder out_dir (default
+    data/eagle3) in SpecForge's layout beside minispec's manifest. The draft vocabulary: the
+    draft_vocab_size ids most frequent in the training data (vocab_source="data": with the
+    default source, the target's own continuations, their prompts left out) or in the whole
+    corpus ("corpus").
 
     init: a trained head's folder to start from (a warm restart: the recipe's schedule runs
     again, the head keeps its draft vocabulary); with a new `seed` (the data stream's and the
@@ -314,7 +314,8 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     settings = {"model_config": head.config.to_dict(), "layers": list(layers), "ttt_steps": ttt_steps,
                 "draft_vocab_size": draft_vocab_size, "vocab_source": vocab_source,
                 "target_sha256": target_sha256, "source": source, "num_batches": num_batches,
-                "init": init_info, "regen_temperature": regen_temperature}
+                "init": init_info,
+                **({"regen_temperature": regen_temperature} if regen_temperature != 1 else {})}  # old runs resume
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_head(head, target, val, ttt_steps), desc="train eagle3",
                progress=progress, stop_after=stop_after, on_step=on_step)
