@@ -6,9 +6,11 @@ nbval) runs the same code a learner clicks through.
 """
 from __future__ import annotations
 
+import functools
 import html
 import inspect
 import math
+import threading
 
 import torch
 
@@ -20,6 +22,21 @@ def show(obj) -> "IPython.display.Code":
     """Render the source of a function or class from the package, with highlighting."""
     from IPython.display import Code
     return Code(inspect.getsource(obj), language="python")
+
+
+_CALLBACKS = threading.Lock()
+
+
+def one_at_a_time(callback):
+    """A widget callback that never runs beside another one. A Jupyter kernel may run widget
+    callbacks on more than one thread (ipykernel 7 routes widget messages to subshells, and lets
+    them in while a cell runs); two callbacks stepping one generation at once would corrupt its
+    caches. Every callback wrapped here takes the same lock."""
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        with _CALLBACKS:
+            return callback(*args, **kwargs)
+    return run
 
 
 def fmt_prob(x: float) -> str:

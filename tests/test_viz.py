@@ -11,7 +11,7 @@ from minispec.costs import (cost_curve, expected_tokens, forward_cost, memory_bo
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams
 from minispec.tokenizer import Tokenizer
-from minispec.viz import DecodeStepper, RoundStepper, Trace, fmt_prob, plot_round, round_fates, show
+from minispec.viz import DecodeStepper, RoundStepper, Trace, fmt_prob, one_at_a_time, plot_round, round_fates, show
 
 matplotlib.use("Agg")
 DRAFT = ModelConfig(**{**TINY.to_dict(), "n_layers": 1})
@@ -147,3 +147,30 @@ def test_tree_stepper_follows_greedy_decoding_across_drafter_changes():
         plt.close("all")
     new = st.tokens[len(prompt):]
     assert new == want[:len(new)] and len(new) >= 6
+
+
+def test_widget_callbacks_run_one_at_a_time():
+    """A kernel may call widget callbacks from two threads; wrapped ones never overlap, while the
+    same callbacks unwrapped do (so the check can fail)."""
+    import threading
+    import time
+
+    def overlaps(wrap):
+        inside, seen = [0], []
+
+        def callback(_=None):
+            inside[0] += 1
+            seen.append(inside[0])
+            time.sleep(0.05)
+            inside[0] -= 1
+        cbs = [wrap(callback), wrap(callback)]
+        threads = [threading.Thread(target=cb) for cb in cbs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return max(seen) > 1
+
+    assert not overlaps(one_at_a_time)
+    assert overlaps(lambda f: f)
+    assert one_at_a_time(show).__name__ == "show"
