@@ -74,7 +74,8 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     load_before = _load_average()
     first = tokenizer.encode(questions[0]["turns"][0])
     budgets = {}
-    if oracle and temperature > 0:
+    oracle_rows = any(base_method(m) == "oracle" for m in methods)   # asked for by name: at its gamma
+    if (oracle or oracle_rows) and temperature > 0:
         raise ValueError("the oracle drafts the target's greedy continuation: it is defined at temperature 0")
     if peers is not None and temperature > 0:
         raise ValueError("the peers run greedy: compare them at temperature 0")
@@ -100,7 +101,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
         return generate(target, ids, max_new_tokens, temperature, top_k, top_p, seed=seed, eos_id=eos,
                         method=base_method(method), draft=draft, **method_options.get(method, {}))
 
-    plain_first = run("ar", first, seed).tokens if budgets else None    # the oracle's warm-up text
+    plain_first = run("ar", first, seed).tokens if budgets or oracle_rows else None  # the oracle's warm-up text
     for m in methods:  # warm-up: first calls pay for allocation and kernel selection
         run(m, first, seed, plain_first)
     totals = {m: {d: GenerationStats() for d in DOMAINS} for m in methods}

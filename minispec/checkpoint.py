@@ -34,11 +34,23 @@ def sha256_file(path) -> str:
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of a model's tensors (names, shapes, float32 values): names the exact target a
-    draft head was trained on, however that target was loaded."""
+    draft head was trained on, however that target was loaded. Remembered on the model until a
+    tensor is replaced or changed in place (torch counts in-place changes in `_version`), so that
+    checking a head against its target on every request costs nothing."""
+    state = model.state_dict()
+    try:
+        key = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+    except RuntimeError:             # tensors made under inference_mode keep no version counter
+        key = None
+    memo = model.__dict__.get("_weights_fingerprint")
+    if key is not None and memo is not None and memo[0] == key:
+        return memo[1]
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(state.items()):
         h.update(f"{name}{tuple(t.shape)}".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    if key is not None:
+        model.__dict__["_weights_fingerprint"] = (key, h.hexdigest())
     return h.hexdigest()
 
 
@@ -70,8 +82,19 @@ def save_pretrained(model: torch.nn.Module, directory, **manifest) -> Path:
     return directory
 
 
+def check_folder(directory) -> Path:
+    """A checkpoint folder that exists and is a folder (not a file), else a CheckpointError."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory} does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is a file, not a checkpoint folder (a folder with {WEIGHTS} "
+                              f"and {MANIFEST} or config.json)")
+    return directory
+
+
 def read_manifest(directory) -> dict:
-    path = Path(directory) / MANIFEST
+    path = check_folder(directory) / MANIFEST
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
@@ -88,6 +111,8 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
     """Read a safetensors file, turning every failure into a CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+    if Path(path).is_dir():
+        raise CheckpointError(f"{path} is a folder, not a safetensors weights file")
     try:
         return load_file(str(path))
     except FileNotFoundError:
@@ -128,7 +153,7 @@ def read_checkpoint(directory, kind: str = "transformer", verify: bool = True):
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{directory / MANIFEST}: missing or invalid config: {e}") from None
     path = directory / WEIGHTS
-    if verify and path.exists() and sha256_file(path) != info.get("sha256"):
+    if verify and path.is_file() and sha256_file(path) != info.get("sha256"):
         raise CheckpointError(f"{path} does not match the sha256 in its manifest: the file is "
                               "corrupt or was replaced")
     return info, cfg, load_state_dict(path)

@@ -35,6 +35,7 @@ from .sampling import SamplingParams, sample, warp
 from .speculative import check_max_entropy, too_unsure
 from .train import soft_cross_entropy
 from .tree import DraftTree
+from .validate import check_finite
 
 
 class DraftHead(nn.Module):
@@ -76,8 +77,10 @@ class Eagle1Head(DraftHead):
 
     @classmethod
     def for_target(cls, target, token_shift: bool = True) -> "Eagle1Head":
-        """A fresh head shaped like `target`'s layers."""
-        return cls(replace(target.config, n_layers=1), token_shift)
+        """A fresh head shaped like `target`'s layers, which drafts for that target alone."""
+        head = cls(replace(target.config, n_layers=1), token_shift)
+        head.target_sha256 = weights_fingerprint(target)
+        return head
 
     def forward(self, emb, feature, cache: KVCache | None = None, position_ids=None, attn_mask=None):
         """emb, feature (B, T, D) -> predicted next features (B, T, D). cache, position_ids and
@@ -278,6 +281,7 @@ def load_eagle1(directory, target, verify: bool = True) -> Eagle1Head:
                               f"match the target's (dim {target.config.dim}, vocabulary {target.vocab_size})")
     head = Eagle1Head(cfg, bool(info.get("token_shift", True)))
     load_into(head, state, source=str(directory))
+    head.target_sha256 = have
     return head.to(target.device).eval()
 
 
@@ -340,15 +344,31 @@ TREES = {
 TREE_CHOICES = TREES["t4"]    # method eagle1-tree's default, the fastest tree on a CPU (chapter 3)
 
 
-def check_choices(choices) -> list[tuple[int, ...]]:
-    """Validate a choice list; return it sorted by depth, parents before children."""
+def check_choices(choices, vocab: int | None = None, max_nodes: int | None = None) -> list[tuple[int, ...]]:
+    """Validate a choice list (the rules of minispec.validate): a non-empty list of distinct paths
+    of sibling ranks, each with its parent and elder sibling; ranks below `vocab` (the tokens the
+    head ranks) and at most `max_nodes` paths, where given. Return it sorted by depth, parents
+    before children."""
+    example = "e.g. [[0], [1], [0, 0]]"
+    if isinstance(choices, (str, bytes)) or not isinstance(choices, (list, tuple)):
+        raise ValueError(f"choices must be a list of paths of sibling ranks, {example}; got {choices!r}")
+    if not choices:
+        raise ValueError(f"choices is empty: give at least one path, {example} (or None for the default tree)")
+    if max_nodes is not None and len(choices) > max_nodes:
+        raise ValueError(f"choices has {len(choices)} nodes; a tree is scored beside the request in one "
+                         f"pass and may have at most {max_nodes} (the model's context)")
+    for c in choices:
+        if isinstance(c, (str, bytes)) or not isinstance(c, (list, tuple)) or not c \
+                or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in c):
+            raise ValueError(f"choice {c!r}: a path is a non-empty list of sibling ranks >= 0, {example}")
     paths = sorted({tuple(c) for c in choices}, key=lambda c: (len(c), c))
-    if not paths or len(paths) != len(choices):
-        raise ValueError("choices must be a non-empty list of distinct paths")
+    if len(paths) != len(choices):
+        raise ValueError("choices must be a list of distinct paths")
     have = set(paths)
     for c in paths:
-        if not c or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in c):
-            raise ValueError(f"choice {list(c)}: a path of sibling ranks >= 0")
+        if vocab is not None and c[-1] >= vocab:
+            raise ValueError(f"choice {list(c)} asks for the child of rank {c[-1]}, but the head ranks only "
+                             f"{vocab} tokens (ranks 0 to {vocab - 1})")
         if len(c) > 1 and c[:-1] not in have:
             raise ValueError(f"choice {list(c)} has no parent {list(c[:-1])} in the list")
         if c[-1] and c[:-1] + (c[-1] - 1,) not in have:
@@ -367,7 +387,8 @@ class Eagle1Drafter:
     def __init__(self, head: Eagle1Head, target, max_len: int, choices=None, max_entropy=None):
         self.head, self.target = head, target
         self.max_entropy = check_max_entropy(max_entropy)     # SVIP (chapter 4); None: off
-        self.paths = check_choices(choices or TREE_CHOICES)
+        self.paths = check_choices(TREE_CHOICES if choices is None else choices, head.config.vocab_size,
+                                   target.max_seq_len)
         if not head.token_shift and any(c[-1] for c in self.paths):
             raise ValueError("a head trained without the token shift cannot tell siblings apart: "
                              "it drafts chains only")
@@ -383,8 +404,9 @@ class Eagle1Drafter:
 
     def node_logits(self, feats: torch.Tensor) -> torch.Tensor:
         """(n, D) features predicted at n nodes -> (n, V) logits of their children: the
-        target's own LM head (EAGLE-1 drafts in the target's vocabulary)."""
-        return lean_linear(feats, self.target.lm_head).float()
+        target's own LM head (EAGLE-1 drafts in the target's vocabulary). NaN or infinity (a broken
+        head) is refused by name."""
+        return check_finite(lean_linear(feats, self.target.lm_head).float(), "the EAGLE-1 head")
 
     def observe(self, tokens: list[int], hidden: dict[int, torch.Tensor]) -> None:
         """The target has read the tokens before the last one; hidden[L] (m, D) are its

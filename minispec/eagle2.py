@@ -36,6 +36,7 @@ from .eagle import Eagle1Drafter
 from .sampling import SamplingParams, warp
 from .speculative import one_hot
 from .tree import DraftTree
+from .validate import tree_sizes
 
 
 # The defaults depend on the hardware (chapter 4 measures why). On a CPU a target pass costs more
@@ -58,12 +59,10 @@ class Eagle2Drafter(Eagle1Drafter):
     def __init__(self, head, target, max_len: int, total_tokens: int | None = None, depth: int | None = None,
                  top_k: int | None = None):
         d = defaults_for(target.device)
-        total_tokens = d["total_tokens"] if total_tokens is None else total_tokens
-        depth = d["depth"] if depth is None else depth
-        top_k = d["top_k"] if top_k is None else top_k
-        for name, v in (("total_tokens", total_tokens), ("depth", depth), ("eagle_topk", top_k)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        total_tokens, depth, top_k = tree_sizes(                 # checked, and capped where larger
+            d["total_tokens"] if total_tokens is None else total_tokens,   # values draft the same tree
+            d["depth"] if depth is None else depth, d["top_k"] if top_k is None else top_k,
+            head.config.vocab_size, target.max_seq_len, max_len)
         if not head.token_shift:
             raise ValueError("a head trained without the token shift cannot tell siblings apart: "
                              "it drafts chains only")

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, load_into, load_state_dict,
-                         read_checkpoint, save_pretrained, weights_fingerprint)
+from .checkpoint import (CheckpointError, MANIFEST, WEIGHTS, atomic_write, check_folder, load_into,
+                         load_state_dict, read_checkpoint, save_pretrained, weights_fingerprint)
 from .eagle import DraftHead, check_regen_source, head_training_setup, run_totals, warm_start
 from .eagle2 import Eagle2Drafter
 from .model import MLP, Attention, ModelConfig, RMSNorm, lean_linear, rope_and_mask, rotary_tables
+from .validate import check_finite, check_vocab_map
 
 
 def feature_layers_for(n_layers: int) -> tuple[int, int, int]:
@@ -105,6 +106,7 @@ class Eagle3Head(DraftHead):
         head.set_vocab(draft_ids)
         with torch.no_grad():
             head.lm_head.weight.copy_(target.lm_head.weight[draft_ids.to(target.device)].cpu())
+        head.target_sha256 = weights_fingerprint(target)          # it drafts for this target alone
         return head
 
     def set_vocab(self, draft_ids) -> None:
@@ -352,6 +354,7 @@ def restrict_vocab(head: Eagle3Head, keep_ids) -> Eagle3Head:
     small.load_state_dict({**state, "lm_head.weight": head.lm_head.weight[rows], "d2t": small.d2t,
                            "t2d": small.t2d})
     small.set_vocab(keep)
+    small.target_sha256 = getattr(head, "target_sha256", None)
     return small.eval()
 
 
@@ -425,7 +428,7 @@ def load_eagle3(directory, target, verify: bool = True) -> Eagle3Head:
     """Load a trained head (default folder: data/eagle3) for `target`. With minispec's manifest,
     the head must have been trained on this very target (sha256 of its weights); a folder with
     only SpecForge's config.json and model.safetensors is loaded by shape."""
-    directory = Path(directory)
+    directory = check_folder(directory)
     if not (directory / MANIFEST).exists() and (directory / "config.json").exists():
         return load_specforge(directory, target)
     info, cfg, state = read_checkpoint(directory, Eagle3Head.kind, verify)
@@ -438,15 +441,20 @@ def load_eagle3(directory, target, verify: bool = True) -> Eagle3Head:
     layers = tuple(info.get("layers", ()))
     _check_fits(cfg, int(info.get("target_vocab", -1)), layers, target, directory)
     head = Eagle3Head(cfg, target.vocab_size, layers)
+    _check_vocab(state, target.vocab_size, directory / WEIGHTS)
     load_into(head, state, source=str(directory))
+    head.target_sha256 = have
     return head.to(target.device).eval()
 
 
 def load_specforge(directory, target) -> Eagle3Head:
     """An EAGLE-3 head from SpecForge's layout alone (config.json + model.safetensors)."""
-    directory = Path(directory)
+    directory = check_folder(directory)
     try:
         sf = json.loads((directory / "config.json").read_text())
+        if not isinstance(sf, dict):
+            raise CheckpointError(f"{directory / 'config.json'} holds {type(sf).__name__}, not a config "
+                                  "(a JSON object with SpecForge's fields)")
         if "LlamaForCausalLMEagle3" not in sf.get("architectures", []):
             raise CheckpointError(f"{directory / 'config.json'} is not an EAGLE-3 head "
                                   f"(architectures {sf.get('architectures')})")
@@ -455,7 +463,9 @@ def load_specforge(directory, target) -> Eagle3Head:
                           max_seq_len=sf.get("max_position_embeddings", target.max_seq_len),
                           rope_theta=sf.get("rope_theta", 10000.0), norm_eps=sf.get("rms_norm_eps", 1e-5))
         target_vocab = sf["vocab_size"]
-    except (ValueError, KeyError, TypeError) as e:
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError) as e:
         raise CheckpointError(f"{directory / 'config.json'}: not a readable EAGLE-3 config ({e})") from None
     if sf.get("num_key_value_heads", cfg.n_heads) != cfg.n_heads:
         raise CheckpointError(f"{directory}: grouped-query attention is not supported by minispec's head")
@@ -463,11 +473,22 @@ def load_specforge(directory, target) -> Eagle3Head:
     _check_fits(cfg, target_vocab, layers, target, directory)
     state = load_state_dict(directory / WEIGHTS)
     state.pop("embed_tokens.weight", None)            # optional in the layout; the target's is used
-    if "t2d" in state:
-        state["t2d"] = state["t2d"].bool()            # some writers store it as integers
+    _check_vocab(state, target_vocab, directory / WEIGHTS)
+    state["t2d"] = state["t2d"].bool()                # some writers store it as integers
     head = Eagle3Head(cfg, target_vocab, layers)
     load_into(head, state, source=str(directory))
     return head.to(target.device).eval()
+
+
+def _check_vocab(state: dict, target_vocab: int, where) -> None:
+    """The file's d2t / t2d: present, and a one-to-one map into the target's vocabulary."""
+    missing = [k for k in ("d2t", "t2d") if k not in state]
+    if missing:
+        raise CheckpointError(f"{where} has no {' or '.join(missing)}: not an EAGLE-3 head with a draft vocabulary")
+    try:
+        check_vocab_map(state["d2t"], state["t2d"], target_vocab, str(where))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- drafting
@@ -486,5 +507,6 @@ class Eagle3Drafter(Eagle2Drafter):
         self.pending = g if self.pending is None else torch.cat([self.pending, g])
 
     def node_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """(n, D) head outputs at n nodes -> (n, V) logits in target ids."""
-        return self.head.to_target(self.head.logits(feats))
+        """(n, D) head outputs at n nodes -> (n, V) logits in target ids (NaN or infinity from a
+        broken head refused by name)."""
+        return self.head.to_target(check_finite(self.head.logits(feats), "the EAGLE-3 head"))

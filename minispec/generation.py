@@ -35,6 +35,12 @@ def check_prompt(prompt_ids, max_new_tokens: int, context: int) -> list[int]:
             raise ValueError(f"prompt_ids must be one sequence (batch size 1), got shape "
                              f"{tuple(prompt_ids.shape)}")
         prompt_ids = prompt_ids.tolist()
+    if isinstance(prompt_ids, (str, bytes)):
+        raise ValueError("prompt_ids must be token ids, not text: encode it first (tokenizer.encode(text))")
+    try:
+        prompt_ids = list(prompt_ids)
+    except TypeError:
+        raise ValueError(f"prompt_ids must be a list of token ids, got {prompt_ids!r}") from None
     if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt_ids):
         raise ValueError("prompt_ids must be integer token ids (a float or bool is not a token id)")
     prompt_ids = [int(t) for t in prompt_ids]

@@ -63,15 +63,14 @@ def _oracle(target, sequence, max_len, gamma):
 def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
     from .eagle import Eagle1Drafter, Eagle1Head, chain_choices
     from .speculative import check_gamma
+    from .validate import check_head_fits
     if not isinstance(head, Eagle1Head):
         raise ValueError("EAGLE-1 methods need an EAGLE-1 head: generate(..., draft=minispec.load_eagle1(target))"
                          + ("" if head is None else f", got a {type(head).__name__}"))
-    if head.config.dim != target.config.dim or head.config.vocab_size != target.vocab_size:
-        raise ValueError("the head does not match the target (feature size or vocabulary differ)")
-    if head.device != target.device:
-        raise ValueError(f"the head is on {head.device}, the target on {target.device}")
-    return Eagle1Drafter(head, target, max_len, chain_choices(check_gamma(gamma)) if choices is None else choices,
-                         max_entropy)
+    check_head_fits(head, target, max_len, head.config.vocab_size)
+    if choices is None:            # a chain never drafts deeper than the request (minispec.validate)
+        choices = chain_choices(min(check_gamma(gamma), max_len))
+    return Eagle1Drafter(head, target, max_len, choices, max_entropy)
 
 
 def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
@@ -82,14 +81,12 @@ def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
 
 def _eagle3(target, head, max_len, total_tokens, depth, eagle_topk):
     from .eagle3 import Eagle3Drafter, Eagle3Head
+    from .validate import check_head_fits, check_vocab_map
     if not isinstance(head, Eagle3Head):
         raise ValueError("method eagle3 needs an EAGLE-3 head: generate(..., draft=minispec.load_eagle3(target))"
                          + ("" if head is None else f", got a {type(head).__name__}"))
-    if head.config.dim != target.config.dim or head.target_vocab != target.vocab_size \
-            or max(head.layers) >= target.num_layers:
-        raise ValueError("the head does not match the target (feature size, vocabulary or layers differ)")
-    if head.device != target.device:
-        raise ValueError(f"the head is on {head.device}, the target on {target.device}")
+    check_head_fits(head, target, max_len, head.target_vocab, head.layers)
+    check_vocab_map(head.d2t, head.t2d, head.target_vocab, "the EAGLE-3 head's draft vocabulary")
     return Eagle3Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
 
 

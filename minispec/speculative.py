@@ -167,6 +167,10 @@ def check_draft_model(draft, target, max_len: int) -> None:
     """A draft model must share the target's tokenizer, device and fit the request."""
     if draft is None:
         raise ValueError("method 'sps' needs a draft model: generate(..., draft=minispec.load_draft())")
+    if getattr(draft, "kind", None) in ("eagle1", "eagle3") or not hasattr(draft, "vocab_size"):
+        raise ValueError(f"method 'sps' needs a draft language model (minispec.load_draft()), got a "
+                         f"{type(draft).__name__}" + (f": an EAGLE head drafts with method {draft.kind}"
+                                                      if getattr(draft, "kind", None) in ("eagle1", "eagle3") else ""))
     if draft.vocab_size != target.vocab_size:
         raise ValueError(f"the draft's vocabulary ({draft.vocab_size} tokens) differs from the "
                          f"target's ({target.vocab_size}): they must share one tokenizer")
