@@ -376,7 +376,7 @@ def main(argv=None):
 
     s = sub.add_parser("demo", help="plain decoding, sps and EAGLE-1, one prompt per domain",
                        description=cmd_demo.__doc__)
-    s.add_argument("--max-new-tokens", type=int, default=96)
+    s.add_argument("--max-new-tokens", type=int, default=64)
     s.add_argument("--repeats", type=int, default=3, help="time every generation N times; report medians")
     s.add_argument("--device")
     s.set_defaults(func=cmd_demo)
