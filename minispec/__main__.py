@@ -1,4 +1,5 @@
-"""Command line: python -m minispec {data,train,generate,bench,export-hf} ..."""
+"""Command line: python -m minispec COMMAND [options]; python -m minispec COMMAND --help for a
+command's options."""
 from __future__ import annotations
 
 import argparse
@@ -79,28 +80,63 @@ def cmd_generate(args):
     _print_generation(tok, prompt, g)
 
 
+DEMO_METHODS = {"sps": "draft model (ch. 1)", "eagle1": "EAGLE-1 head (ch. 2)"}   # the fastest EAGLE method on a CPU
+
+
 def cmd_demo(args):
-    from . import load_draft
+    """Plain decoding against speculative sampling with the draft model and the EAGLE-1 chain
+    (the fastest EAGLE method with one CPU thread, README "Measured"), one prompt per domain:
+    tokens/s (the median of `--repeats` timings, methods taking turns), speedup, tau, and
+    whether the output equals plain greedy decoding's."""
+    import statistics
+    import textwrap
+    from . import load_draft, load_eagle1
     from .data import load_prompts
     from .generation import generate
     from .methods import METHODS
-    gamma = METHODS["sps"].defaults()["gamma"]
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     target, tok = _load(args)
-    draft = load_draft(target.device)
-    print(f"target: {target.num_params():,} parameters, draft: {draft.num_params():,}, on {target.device}")
+    drafts = {"ar": None, "sps": load_draft(target.device), "eagle1": load_eagle1(target)}
+    names = {"ar": "plain decoding", **{m: f"{m}, {what}, gamma {METHODS[m].defaults()['gamma']}"
+                                        for m, what in DEMO_METHODS.items()}}
+    print(f"target: {target.num_params():,} parameters; draft model: {drafts['sps'].num_params():,}; "
+          f"EAGLE-1 head: {drafts['eagle1'].num_params():,}; on {target.device}; greedy, "
+          f"{args.max_new_tokens} new tokens, median of {args.repeats} timings")
     questions = load_prompts(limit=1)
-    for method in ("ar", "sps"):  # warm-up
-        generate(target, tok.encode(questions[0]["turns"][0]), 8, method=method,
-                 draft=draft if method == "sps" else None)
+    first = tok.encode(questions[0]["turns"][0])
+    for m, d in drafts.items():     # warm-up: first calls pay for allocation and kernel selection
+        generate(target, first, 8, method=m, draft=d)
+    totals = {m: [0, 0.0] for m in drafts}          # new tokens, seconds (median timings)
+    row = "{:44s} {:>9s} {:>8s} {:>6s}  {}"
     for q in questions:
-        print(f"\n=== {q['category']} ===")
         ids = tok.encode(q["turns"][0])
-        ar = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id)
-        _print_generation(tok, q["turns"][0], ar)
-        sps = generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id, method="sps", draft=draft)
-        print(f"--- speculative decoding with the draft model (gamma {gamma}): {sps.stats.tokens_per_s:.1f} tokens/s, "
-              f"{sps.stats.tokens_per_s / ar.stats.tokens_per_s:.2f}x, tau {sps.stats.mean_acceptance_length:.2f}, "
-              f"identical output: {sps.tokens == ar.tokens}")
+        runs = {m: [] for m in drafts}
+        for _ in range(args.repeats):               # methods take turns, so drift hits all alike
+            for m, d in drafts.items():
+                runs[m].append(generate(target, ids, args.max_new_tokens, eos_id=tok.eot_id, method=m, draft=d))
+        print(f"\n=== {q['category']} ===")
+        print(q["turns"][0] + tok.decode(runs["ar"][0].tokens))
+        print("---")
+        print(row.format("method", "tokens/s", "speedup", "tau", "identical output"))
+        base = statistics.median(g.stats.tokens_per_s for g in runs["ar"])
+        for m, gens in runs.items():
+            tps = statistics.median(g.stats.tokens_per_s for g in gens)
+            totals[m][0] += gens[0].stats.new_tokens
+            totals[m][1] += statistics.median(g.stats.wall_time for g in gens)
+            same = "-" if m == "ar" else str(all(g.tokens == runs["ar"][0].tokens for g in gens))
+            print(row.format(names[m], f"{tps:.1f}", f"{tps / base:.2f}x",
+                             f"{gens[0].stats.mean_acceptance_length:.2f}", same))
+    overall = {m: (n / s) / (totals["ar"][0] / totals["ar"][1]) for m, (n, s) in totals.items() if m != "ar"}
+    faster = [f"{m} {x:.2f}x" for m, x in overall.items() if x >= 1]
+    slower = [f"{m} {x:.2f}x" for m, x in overall.items() if x < 1]
+    print(f"\nall domains: faster than plain decoding: {', '.join(faster) or 'none'}; "
+          f"slower: {', '.join(slower) or 'none'}.")
+    print(textwrap.fill(
+        "Below 1.00x, drafting and verifying cost more than the accepted drafts save: with one CPU "
+        "thread a target step is cheap, so a draft must be cheap and often accepted to pay (chapter 1: "
+        "the speedup model; chapters 3 and 4: why trees, which draft more, lose on a CPU and win on "
+        "a GPU).", 100))
 
 
 def _drafts(methods, target, folders=None):
@@ -288,15 +324,17 @@ def _sampling_args(s):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minispec", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, title="commands")
 
-    s = sub.add_parser("data", help="rebuild the corpus, tokenizer and prompts in data/")
+    s = sub.add_parser("data", help="rebuild the corpus, tokenizer and prompts in data/",
+                       description="Rebuild the corpus, the tokenizer and the evaluation prompts in data/.")
     s.add_argument("--keep-tokenizer", action="store_true", help="keep data/tokenizer.json")
     s.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("train", help="train a preset model: target, draft, baseline (the draft's shape "
-                                     "on the data alone, the yardstick of the target's losses), or the "
-                                     "eagle1 / eagle3 head on the shipped target")
+    s = sub.add_parser("train", help="train the target, the draft model or a head",
+                       description="Train a preset model: target, draft, baseline (the draft's shape on "
+                                   "the data alone, the yardstick of the target's losses), or the eagle1 / "
+                                   "eagle3 head on the shipped target.")
     s.add_argument("model", choices=["target", "draft", "baseline", "eagle1", "eagle3"])
     s.add_argument("--steps", type=int, help="override the preset's number of steps")
     s.add_argument("--run-dir", help="training state folder (default runs/<model>)")
@@ -327,7 +365,8 @@ def main(argv=None):
                    help="a head's amount of data: this many distinct batches, repeated in epochs (default: a new batch every step)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("generate", help="continue a prompt with the shipped target")
+    s = sub.add_parser("generate", help="continue a prompt with the shipped target",
+                       description="Continue a prompt with the shipped target and any method.")
     s.add_argument("--prompt", required=True)
     s.add_argument("--escapes", action="store_true", help="read \\n etc. in --prompt as escapes")
     s.add_argument("--method", default="ar", help=_method_help())
@@ -335,12 +374,16 @@ def main(argv=None):
     _sampling_args(s)
     s.set_defaults(func=cmd_generate)
 
-    s = sub.add_parser("demo", help="one prompt per domain, with the decoding speed")
-    s.add_argument("--max-new-tokens", type=int, default=96)
+    s = sub.add_parser("demo", help="plain decoding, sps and EAGLE-1, one prompt per domain",
+                       description=cmd_demo.__doc__)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--repeats", type=int, default=3, help="time every generation N times; report medians")
     s.add_argument("--device")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("bench", help="benchmark methods on the evaluation prompts")
+    s = sub.add_parser("bench", help="benchmark methods on the evaluation prompts",
+                       description="Benchmark methods on the evaluation prompts: tokens/s, speedup, tau, "
+                                   "lossless (docs/benchmark.md).")
     s.add_argument("--methods", default="ar", help="comma-separated, e.g. ar,sps,pld; " + _method_help())
     s.add_argument("--domains", help=f"comma-separated subset of the domains (default: all)")
     s.add_argument("--limit", type=int, help="prompts per domain (default: all)")
@@ -361,7 +404,8 @@ def main(argv=None):
     _sampling_args(s)
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("sweep", help="the benchmark at several gammas (chapter 1's experiment)")
+    s = sub.add_parser("sweep", help="the benchmark at several gammas (chapter 1)",
+                       description="The benchmark at several gammas (chapter 1's experiment).")
     s.add_argument("--methods", default="sps,pld")
     s.add_argument("--gammas", default="1,2,3,4,5,6,8")
     s.add_argument("--domains")
@@ -373,7 +417,8 @@ def main(argv=None):
     _sampling_args(s)
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("ablate", help="compare EAGLE-1 heads by tau (chapter 2's ablations)")
+    s = sub.add_parser("ablate", help="compare EAGLE-1 heads by tau (chapter 2)",
+                       description="Compare EAGLE-1 heads by tau (chapter 2's ablations).")
     s.add_argument("--heads", default="full=runs/ablation-full/model,no-token-shift=runs/ablation-noshift/model,"
                                       "no-feature-loss=runs/ablation-nofeature/model",
                    help="NAME=FOLDER,... of heads trained with python -m minispec train eagle1 [--no-...]")
@@ -384,8 +429,9 @@ def main(argv=None):
     s.add_argument("--device")
     s.set_defaults(func=cmd_ablate)
 
-    s = sub.add_parser("vocab", help="the EAGLE-3 head's draft vocabulary cut to its most frequent tokens "
-                                     "by the target's outputs or by the corpus: coverage, tau, speed (chapter 5)")
+    s = sub.add_parser("vocab", help="EAGLE-3's draft vocabulary trade-off (chapter 5)",
+                       description="The EAGLE-3 head's draft vocabulary cut to its most frequent tokens by "
+                                   "the target's outputs or by the corpus: coverage, tau, speed (chapter 5).")
     s.add_argument("--sizes", default="256,512,1024,2048")
     s.add_argument("--head", help="the EAGLE-3 head's folder (default data/eagle3)")
     s.add_argument("--limit", type=int, default=10, help="prompts per domain")
@@ -396,7 +442,8 @@ def main(argv=None):
     s.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     s.set_defaults(func=cmd_vocab)
 
-    s = sub.add_parser("export-hf", help="export a model folder to the Hugging Face Llama format")
+    s = sub.add_parser("export-hf", help="export a model to the Hugging Face Llama format",
+                       description="Export a model folder to the Hugging Face Llama format.")
     s.add_argument("--model", help="a model folder (default: the shipped target, wherever minispec is installed)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_export_hf)

@@ -234,3 +234,25 @@ def test_the_peers_run_side_by_side_with_their_settings(shipped, tmp_path):
 
 def per_hf(summary):
     return summary["methods"]["hf"]["math"]["tokens_per_s"]
+
+
+def test_cli_help_lists_every_command_on_one_line(capsys):
+    from minispec.__main__ import main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for command in ("data", "train", "generate", "demo", "bench", "sweep", "ablate", "vocab", "export-hf"):
+        line = [ln for ln in lines if ln.split()[:1] == [command]]
+        assert len(line) == 1 and len(line[0].split()) > 2, f"{command}: {line}"
+
+
+def test_cli_demo_shows_plain_sps_and_eagle1_with_identical_output(capsys):
+    from minispec.__main__ import main
+    main(["demo", "--max-new-tokens", "8", "--repeats", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    for d in minispec.DOMAINS:
+        assert f"=== {d} ===" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith(("plain decoding", "sps", "eagle1"))]
+    assert len(rows) == 3 * len(minispec.DOMAINS)
+    assert all(ln.endswith("True") for ln in rows if not ln.startswith("plain"))
+    assert "faster than plain decoding" in out and "chapter 1" in out

@@ -148,11 +148,20 @@ def draw_children(q, n, how, g):
     return out
 
 
-def sampled_tree(draft, tokens, params, how, g):
+def sampled_tree(draft, tokens, params, how, g, memo=None):
     """Root: 2 children; the first child: 2 children; the second: 1 child, which has 1 child.
-    Branching at two depths, a leaf at depth 2 and a path to depth 3."""
+    Branching at two depths, a leaf at depth 2 and a path to depth 3. `memo` keeps the draft's
+    distribution per context across samples (the same numbers as scoring it again: the draft is
+    deterministic, and nothing here changes a q in place), so thousands of samples score each
+    context once."""
+    memo = {} if memo is None else memo
+
+    def q(seq):
+        if tuple(seq) not in memo:
+            memo[tuple(seq)] = warp(draft(torch.tensor([seq])).logits[0, -1], params)
+        return memo[tuple(seq)]
+
     with torch.no_grad():
-        q = lambda seq: warp(draft(torch.tensor([seq])).logits[0, -1], params)
         toks, parents, qs = [], [], []
         for parent, ctx, n in [(-1, [], 2), (0, None, 2), (1, None, 1), (4, None, 1)]:
             ctx = [] if parent < 0 else [toks[i] for i in DraftTree(toks, parents).path(parent)]
@@ -168,13 +177,14 @@ def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tr
     V = target.vocab_size
     counts = torch.zeros((V,) * n)
     original, S.verify_tree_sampling = S.verify_tree_sampling, verifier
+    memo = {}
     try:
         for i in range(n_samples):
             g = torch.Generator().manual_seed(i)
             tokens, cache = list(PROMPT), target.new_cache()
             with torch.no_grad():
                 target(torch.tensor([tokens[:-1]]), cache=cache)
-                tree_round(target, cache, tokens, sampled_tree(draft, tokens, params, how, g), params, g)
+                tree_round(target, cache, tokens, sampled_tree(draft, tokens, params, how, g, memo), params, g)
             out = tokens[len(PROMPT):][:n]
             if len(out) < n:
                 out += generate(target, tokens, n - len(out), params.temperature, params.top_k, params.top_p,
