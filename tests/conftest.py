@@ -1,4 +1,6 @@
 """Shared fixtures: tiny configs (every shrunk setting says why) and fixed seeds."""
+import os
+
 import pytest
 import torch
 
@@ -8,6 +10,12 @@ from minispec.model import ModelConfig, Transformer
 # Tiny models gain nothing from intra-op threads, and OpenMP's spinning threads make every
 # small op slow when the machine is busy: one thread keeps the suite fast and steady.
 torch.set_num_threads(1)
+# The same for the notebook kernels that nbval and the browser test start (they inherit the
+# environment; a value already set wins): when another process wants a core, OpenMP's spinning
+# threads burn CPU time while they wait (chapter 5's exact-distribution check: 56 s of CPU with two
+# threads against 1.7 s with one, on a busy 2-core machine). `pytest tests notebooks` loads this
+# file before any kernel starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = ModelConfig(
     vocab_size=64,    # small enough to enumerate distributions exactly
