@@ -322,6 +322,11 @@ def _sampling_args(s):
     s.add_argument("--device", help="cpu, cuda, mps (default: CUDA, then MPS, then CPU)")
 
 
+def cmd_grade(args):
+    from .grading import print_grade
+    print_grade(args.file, args.chapter)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minispec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, title="commands")
@@ -447,6 +452,11 @@ def main(argv=None):
     s.add_argument("--model", help="a model folder (default: the shipped target, wherever minispec is installed)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_export_hf)
+
+    s = sub.add_parser("grade", help="grade a student's notebook or module with the exercise checkers (the assignments' points)")
+    s.add_argument("file", help="a notebook (.ipynb) or a Python module (.py) that defines the exercise functions")
+    s.add_argument("--chapter", type=int, help="grade this chapter's exercises (default: those the file defines)")
+    s.set_defaults(func=cmd_grade)
 
     args = p.parse_args(argv)
     try:
