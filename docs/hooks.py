@@ -337,6 +337,9 @@ def where_table(page) -> str:
         if s is None:
             rows.append(f"| `{name}` | not recorded (tau only) | | | | | |")
         else:
+            if s["device"] != "cpu":
+                log.warning(f"notebooks/results/{name} was measured on {s['device']}: docs/cpu-or-gpu.md says "
+                            "every result comes from a CPU; update it")
             rows.append(f"| `{name}` | {s['device']} | {s['torch']} | {s.get('threads', '?')} | {s.get('cpu_count', '?')} | "
                         f"{s.get('load_average')} | {s.get('repeats', 1)} |")
     return "\n".join(rows)
