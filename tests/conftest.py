@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs (every shrunk setting says why) and fixed seeds."""
+"""Shared fixtures: tiny configs (every shrunk setting says why), fixed seeds, and a headless Chromium."""
 import os
 
 import pytest
@@ -40,3 +40,23 @@ def tiny_model(seed: int = 0, cfg: ModelConfig = TINY, scale: float = 4.0) -> Tr
 @pytest.fixture
 def model():
     return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Playwright (tests/labdriver.py finds it); skipped, saying how to
+    install one, where there is none."""
+    from labdriver import INSTALL_HINT, find_chromium, launch_chromium
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright is not installed: pip install -e '.[test]'")
+    executable = find_chromium()
+    if executable is None:
+        named = os.environ.get("MINISPEC_CHROMIUM")
+        pytest.skip((f"MINISPEC_CHROMIUM={named} is not an executable: " if named else "no Chromium found: ")
+                    + INSTALL_HINT)
+    with sync_api.sync_playwright() as pw:
+        chromium = launch_chromium(pw, executable)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

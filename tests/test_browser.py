@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from labdriver import (INSTALL_HINT, Click, Expect, Lab, Slide, Widget, check_notebook, find_chromium,  # noqa: E402
                        launch_chromium, shows_coloured_html, shows_image, shows_line_starting, shows_text)
 
+# The `browser` fixture (headless Chromium, or a skip that says how to install one) is in conftest.py,
+# shared with tests/test_site.py.
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,23 +113,6 @@ WIDGETS = {
 
 def artifacts_dir() -> Path:
     return Path(os.environ.get("MINISPEC_BROWSER_ARTIFACTS", ROOT / "test-artifacts" / "browser"))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="Playwright is not installed: pip install -e '.[test]'")
-    executable = find_chromium()
-    if executable is None:
-        named = os.environ.get("MINISPEC_CHROMIUM")
-        pytest.skip((f"MINISPEC_CHROMIUM={named} is not an executable: " if named else "no Chromium found: ")
-                    + INSTALL_HINT)
-    with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw, executable)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
