@@ -361,11 +361,27 @@ def readme(page, heading: str) -> str:
     return readme_section(heading).replace("](docs/", "](" + "../" * page.file.src_uri.count("/"))
 
 
+HEADLINE = RESULTS / "headline.json"     # the README's "Measured" run, as `bench` wrote it
+
+
 def headline(page) -> str:
-    """The README's headline run ('## Measured': its command, conditions and table): no results
-    file was kept for that run, so the README is its one source."""
-    section = readme_section("Measured")
-    return section[:re.search(r"(?:^\|.*\|\n)+", section + "\n", re.M).end()].strip()
+    """The headline run from its results file: the command and conditions it recorded, and its
+    whole table (the README's "Measured" table is the short form, `headline_table`)."""
+    d = json.loads(HEADLINE.read_text(encoding="utf-8"))
+    return (f"From `notebooks/results/{HEADLINE.name}`, written by\n\n```bash\n{d['command']}\n```\n\n"
+            f"Recorded: {conditions(d)}.\n\n{summary_table(d)}")
+
+
+def headline_table(d: dict) -> str:
+    """The README's short form of the headline run: tau / speedup by method and domain (a test
+    holds the README's table to it)."""
+    domains = [k for k in next(iter(d["methods"].values()))]
+    rows = ["| method | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
+    for m, per in d["methods"].items():
+        if m != "ar":
+            rows.append(f"| `{m}` | " + " | ".join(f"{per[x]['mean_acceptance_length']:.2f} / {per[x]['speedup']:.2f}x"
+                                                for x in domains) + " |")
+    return "\n".join(rows)
 
 
 def gpu_defaults(page) -> str:

@@ -229,7 +229,8 @@ def cmd_bench(args):
                         tok.eot_id)      # the same gammas as minispec's sps and pld in this run
     summary = run_bench(target, tok, methods, drafts=drafts,
                         method_options=options, out_dir=args.out,
-                        cost_curve_max=args.cost_curve, oracle=args.oracle, peers=peers, **_bench_kwargs(args))
+                        cost_curve_max=args.cost_curve, oracle=args.oracle, peers=peers,
+                        command="python -m minispec " + " ".join(sys.argv[1:]), **_bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 

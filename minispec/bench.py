@@ -38,7 +38,8 @@ def base_method(label: str) -> str:
 def run_bench(target, tokenizer, methods, drafts=None, method_options=None, domains=None,
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
-              progress=True, cost_curve_max: int = 0, oracle: bool = False, peers=None) -> dict:
+              progress=True, cost_curve_max: int = 0, oracle: bool = False, peers=None,
+              command: str | None = None) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
@@ -55,6 +56,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                     generation and prompt lookup on the same weights, taking turns with minispec's
                     methods prompt by prompt; every row then also gets "speedup_vs_hf" (over
                     transformers' plain generate), and the peers' settings are recorded
+    command:        the command line that ran the benchmark, recorded in the summary
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -129,7 +131,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
     used = [d for d in DOMAINS if any(q["category"] == d for q in questions)]
     load_after = _load_average()
     threads = inference_threads(target.device) or torch.get_num_threads()  # what every timed call used
-    summary = {"device": str(target.device), "torch": torch.__version__, "python": platform.python_version(),
+    summary = {**({"command": command} if command else {}), "device": str(target.device), "torch": torch.__version__, "python": platform.python_version(),
                "threads": threads, "interop_threads": torch.get_num_interop_threads(),
                "cpu_count": os.cpu_count(), "load_average": [load_before, load_after],
                "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens,

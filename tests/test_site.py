@@ -87,6 +87,15 @@ def test_the_html_link_check_names_broken_links(tmp_path):
                                       "broken internal link in sub/page.html: ../gone.html"]
 
 
+def test_the_readmes_headline_table_is_the_results_file():
+    """The README's "Measured" table is typed for readers of the repository, but it must say what
+    notebooks/results/headline.json (the run's own summary) says, cell for cell."""
+    pytest.importorskip("mkdocs", reason="the docs tools are not installed: pip install -e '.[docs]'")
+    from hooks import HEADLINE, headline_table, readme_section
+    table = headline_table(json.loads(HEADLINE.read_text(encoding="utf-8")))
+    assert table in readme_section("Measured"), f"the README's table should read:\n{table}"
+
+
 @pytest.fixture(scope="module")
 def served(site):
     """The built site over HTTP on loopback (as `mkdocs serve` or any static host would serve it)."""
