@@ -60,14 +60,19 @@ def _oracle(target, sequence, max_len, gamma):
     return OracleDrafter(sequence, target.vocab_size, gamma, target.device)
 
 
-def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
-    from .eagle import Eagle1Drafter, Eagle1Head, chain_choices
-    from .speculative import check_gamma
+def _check_eagle1_head(target, head, max_len):
+    from .eagle import Eagle1Head
     from .validate import check_head_fits
     if not isinstance(head, Eagle1Head):
         raise ValueError("EAGLE-1 methods need an EAGLE-1 head: generate(..., draft=minispec.load_eagle1(target))"
                          + ("" if head is None else f", got a {type(head).__name__}"))
     check_head_fits(head, target, max_len, head.config.vocab_size)
+
+
+def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
+    from .eagle import Eagle1Drafter, chain_choices
+    from .speculative import check_gamma
+    _check_eagle1_head(target, head, max_len)
     if choices is None:            # a chain never drafts deeper than the request (minispec.validate)
         choices = chain_choices(min(check_gamma(gamma), max_len))
     return Eagle1Drafter(head, target, max_len, choices, max_entropy)
@@ -75,7 +80,7 @@ def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
 
 def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
     from .eagle2 import Eagle2Drafter
-    _eagle1(target, head, max_len, gamma=1)          # the same checks of the head
+    _check_eagle1_head(target, head, max_len)        # the same head as eagle1's, checked alike
     return Eagle2Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
 
 
