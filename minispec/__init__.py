@@ -4,7 +4,8 @@ from .data import DATA_DIR, DOMAINS, load_prompts
 from .device import default_device
 from .generation import Generation, generate
 from .methods import METHODS
-from .model import KVCache, ModelConfig, Transformer
+from .cache import KVCache
+from .model import ModelConfig, Transformer
 from .sampling import SamplingParams
 from .stats import GenerationStats
 from .tokenizer import Tokenizer

@@ -159,6 +159,20 @@ def read_checkpoint(directory, kind: str = "transformer", verify: bool = True):
     return info, cfg, load_state_dict(path)
 
 
+def read_head_checkpoint(directory, kind: str, target, verify: bool = True):
+    """read_checkpoint for a draft head, which must have been trained on this very `target`: its
+    manifest names that target by the sha256 of its tensors. Returns (info, cfg, state, the
+    target's sha256)."""
+    info, cfg, state = read_checkpoint(directory, kind, verify)
+    want, have = info.get("target_sha256"), weights_fingerprint(target)
+    if want != have:
+        raise CheckpointError(
+            f"the head in {directory} was trained on the target whose weights have sha256 "
+            f"{str(want)[:12]}..., this target's is {have[:12]}...: train a head for it "
+            f"(python -m minispec train {kind})")
+    return info, cfg, state, have
+
+
 def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
     """Load a shipped model folder (e.g. data/target) onto `device` (default: best available)."""
     from .device import default_device

@@ -90,6 +90,14 @@ ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "cards"
          "shells", "coins", "eggs", "flowers"]
 
 
+PRODUCTS = {   # kind: the ranges of a and b, the question, two worked steps; the answer is a * b
+    1: ((2, 12), (2, 25), "One box of {item} costs {b} dollars. {name} buys {a} boxes. How much does {name} pay?",
+        "Each box costs {b} dollars.", "{name} buys {a} boxes, so {name} pays {a} * {b} = {ab} dollars."),
+    3: ((3, 80), (2, 9), "{name} rides at {a} miles per hour for {b} hours. How far does {name} ride?",
+        "Distance is speed times time.", "{name} rides {a} * {b} = {ab} miles."),
+}
+
+
 def math_problem(rng: random.Random) -> str:
     """One word problem and its worked answer, ending in 'The answer is N.'"""
     name, other = rng.sample(NAMES, 2)
@@ -104,12 +112,6 @@ def math_problem(rng: random.Random) -> str:
                  f"After buying {b} more, {name} has {a} + {b} = {a + b} {item}.",
                  f"After giving {c} to {other}, {name} has {a + b} - {c} = {a + b - c} {item}."]
         ans = a + b - c
-    elif kind == 1:
-        n, price = rng.randint(2, 12), rng.randint(2, 25)
-        q = f"One box of {item} costs {price} dollars. {name} buys {n} boxes. How much does {name} pay?"
-        steps = [f"Each box costs {price} dollars.",
-                 f"{name} buys {n} boxes, so {name} pays {n} * {price} = {n * price} dollars."]
-        ans = n * price
     elif kind == 2:
         k, each = rng.randint(2, 9), rng.randint(2, 15)
         total = k * each
@@ -118,12 +120,11 @@ def math_problem(rng: random.Random) -> str:
         steps = [f"There are {total} {item} and {k} friends.",
                  f"Each friend gets {total} / {k} = {each} {item}."]
         ans = each
-    elif kind == 3:
-        speed, hours = rng.randint(3, 80), rng.randint(2, 9)
-        q = f"{name} rides at {speed} miles per hour for {hours} hours. How far does {name} ride?"
-        steps = [f"Distance is speed times time.",
-                 f"{name} rides {speed} * {hours} = {speed * hours} miles."]
-        ans = speed * hours
+    elif kind in PRODUCTS:              # a * b, worded two ways
+        (lo_a, hi_a), (lo_b, hi_b), *texts = PRODUCTS[kind]
+        a, b = rng.randint(lo_a, hi_a), rng.randint(lo_b, hi_b)
+        q, *steps = [t.format(name=name, item=item, a=a, b=b, ab=a * b) for t in texts]
+        ans = a * b
     else:
         start, per_week, weeks = rng.randint(0, 50), rng.randint(3, 20), rng.randint(2, 10)
         q = (f"{name} has {start} dollars and saves {per_week} dollars every week. "

@@ -60,9 +60,11 @@ def generate(target, prompt_ids, max_new_tokens: int = 128, temperature: float =
              eos_id: int | None = None, method: str = "ar", draft=None, **method_options) -> Generation:
     """Continue prompt_ids with `method`; greedy when temperature == 0.
 
-    method: "ar" (plain), "sps" (draft = a draft language model), "pld" (prompt lookup),
-    "eagle1" / "eagle1-tree" (draft = an EAGLE-1 head); see minispec.methods.METHODS.
-    method_options: the method's options, e.g. gamma (each has a default).
+    method: a name in minispec.methods.METHODS ("ar", plain decoding, is the default), e.g.
+    "sps" (draft = a draft language model), "pld" (prompt lookup, no draft), "eagle1",
+    "eagle1-tree", "eagle2" (draft = an EAGLE-1 head) or "eagle3" (draft = an EAGLE-3 head).
+    method_options: the method's options, e.g. gamma (each has a default; `python -m minispec
+    bench --help` lists them).
     On the CPU it decodes with minispec.device.inference_threads() threads (1 unless
     $MINISPEC_THREADS says otherwise), and restores torch's setting afterwards.
     """

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .interface import Drafter
+
 
 @dataclass(frozen=True)
 class Option:
@@ -70,29 +72,34 @@ def _check_eagle1_head(target, head, max_len):
 
 
 def _eagle1(target, head, max_len, gamma=None, choices=None, max_entropy=None):
-    from .eagle import Eagle1Drafter, chain_choices
+    from .drafting import HeadDrafter
+    from .eagle import StaticTree, chain_choices
     from .speculative import check_gamma
     _check_eagle1_head(target, head, max_len)
     if choices is None:            # a chain never drafts deeper than the request (minispec.validate)
         choices = chain_choices(min(check_gamma(gamma), max_len))
-    return Eagle1Drafter(head, target, max_len, choices, max_entropy)
+    return HeadDrafter(head, target, max_len, StaticTree(choices, max_entropy))
 
 
 def _eagle2(target, head, max_len, total_tokens, depth, eagle_topk):
-    from .eagle2 import Eagle2Drafter
+    from .drafting import HeadDrafter
+    from .eagle2 import DynamicTree
     _check_eagle1_head(target, head, max_len)        # the same head as eagle1's, checked alike
-    return Eagle2Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
+    return HeadDrafter(head, target, max_len, DynamicTree(total_tokens, depth, eagle_topk))
 
 
 def _eagle3(target, head, max_len, total_tokens, depth, eagle_topk):
-    from .eagle3 import Eagle3Drafter, Eagle3Head
+    """EAGLE-2's dynamic tree with the EAGLE-3 head."""
+    from .drafting import HeadDrafter
+    from .eagle2 import DynamicTree
+    from .eagle3 import Eagle3Head
     from .validate import check_head_fits, check_vocab_map
     if not isinstance(head, Eagle3Head):
         raise ValueError("method eagle3 needs an EAGLE-3 head: generate(..., draft=minispec.load_eagle3(target))"
                          + ("" if head is None else f", got a {type(head).__name__}"))
     check_head_fits(head, target, max_len, head.target_vocab, head.layers)
     check_vocab_map(head.d2t, head.t2d, head.target_vocab, "the EAGLE-3 head's draft vocabulary")
-    return Eagle3Drafter(head, target, max_len, total_tokens, depth, eagle_topk)
+    return HeadDrafter(head, target, max_len, DynamicTree(total_tokens, depth, eagle_topk))
 
 
 def _load_eagle3(target, folder=None):
@@ -179,7 +186,7 @@ def get_method(name) -> Method:
     return METHODS[name]
 
 
-def make_drafter(method: str, target, draft, max_len: int, **options):
+def make_drafter(method: str, target, draft, max_len: int, **options) -> Drafter:
     """The drafter of `method` for one request of up to max_len tokens, options checked."""
     m = get_method(method)
     unknown = set(options) - set(m.options)

@@ -86,3 +86,8 @@ def make_generator(seed: int | None, device) -> torch.Generator | None:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """The entropy in nats of distribution(s) p (..., V) -> (...): -sum_x p(x) log p(x)."""
+    return -(p * p.clamp_min(1e-30).log()).sum(-1)

@@ -7,15 +7,10 @@ that path, and the drafter is told what was kept, with the target's hidden state
 features EAGLE drafts from). Chains are verified with chapter 1's rules (minispec.verify), to
 which the tree rules (minispec.tree) reduce on a chain.
 
-A drafter has:
-  gamma or choices           how much it drafts per round (depth of a chain, or a tree shape)
-  extra_nodes                the most nodes a round drafts beyond its depth (0 for a chain)
-  budget                     the most nodes a round drafts (gamma for a chain; the oracle of the
-                             benchmark drafts chains of this length)
-  feature_layers             the target's hidden layers it needs (none for chapter 1's drafters)
-  propose(tokens, k, params, generator) -> DraftTree of depth <= k below tokens[-1]
-  observe(tokens, hidden)    the target has now read all of tokens but the last; hidden[layer]
-                             (m, D) are its states on the m tokens it read last
+A drafter is what minispec.interface.Drafter describes: its depth (how deep a round drafts),
+budget and extra_nodes (how many nodes), the target's hidden layers it reads, propose() and
+observe(). prefill() and speculative_round() are all the decoding loop asks of it.
+
 Chapter 1's two drafters:
   DraftModelDrafter   a small language model with its own KV cache (method "sps")
   PromptLookupDrafter the continuation of the latest n-gram match in the context ("pld")
@@ -27,7 +22,8 @@ from typing import NamedTuple
 
 import torch
 
-from .sampling import SamplingParams, sample, warp
+from .interface import Cache, Drafter, TargetModel
+from .sampling import SamplingParams, entropy, sample, warp
 from .stats import GenerationStats
 from .tree import DraftTree, verify_tree_greedy, verify_tree_sampling
 from .verify import verify_greedy, verify_sampling
@@ -51,7 +47,7 @@ def too_unsure(logits: torch.Tensor, params: SamplingParams, max_entropy: float 
     if max_entropy is None:
         return False
     q = torch.softmax(logits.float(), -1) if params.greedy else warp(logits, params)
-    return float(-(q * q.clamp_min(1e-30).log()).sum()) > max_entropy
+    return float(entropy(q)) > max_entropy
 
 
 def check_gamma(gamma) -> int:
@@ -103,6 +99,8 @@ class DraftModelDrafter:
             logits = self.draft(x.view(1, 1), cache=self.cache, logits_to_keep=1).logits[0, -1]
         return DraftTree.chain(torch.stack(xs).tolist(), torch.stack(qs) if qs else None)  # one sync
 
+    depth = property(lambda self: self.gamma)      # a chain of gamma drafts
+
     def observe(self, tokens: list[int], hidden) -> None:
         """Forget the rejected drafts: keep what the draft has read of tokens[:-1]."""
         self.cache.rollback(min(self.cache.length, len(tokens) - 1))
@@ -123,6 +121,8 @@ class PromptLookupDrafter:
         self.vocab_size, self.max_ngram, self.min_ngram = vocab_size, max_ngram, min_ngram
         self.gamma = self.budget = check_gamma(gamma)
         self.device = device
+
+    depth = property(lambda self: self.gamma)      # a chain of at most gamma drafts
 
     def lookup(self, tokens: list[int], k: int) -> list[int]:
         L = len(tokens)
@@ -153,6 +153,8 @@ class OracleDrafter:
     def __init__(self, sequence: list[int], vocab_size: int, gamma: int = 4, device="cpu"):
         self.sequence, self.vocab_size, self.device = list(sequence), vocab_size, device
         self.gamma = self.budget = check_gamma(gamma)
+
+    depth = property(lambda self: self.gamma)
 
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         L = len(tokens)
@@ -194,7 +196,16 @@ class Round(NamedTuple):
     times: tuple[float, float, float]  # seconds drafting, in the target's pass, verifying
 
 
-def speculative_round(target, cache, drafter, tokens: list[int], k: int, params: SamplingParams,
+def prefill(target: TargetModel, cache: Cache, drafter: Drafter, tokens: list[int]) -> None:
+    """The target reads the prompt but its last token into `cache`, and the drafter is shown its
+    hidden states there (the invariant every round starts from)."""
+    if len(tokens) > 1:
+        o = target(torch.tensor([tokens[:-1]], device=target.device), cache=cache,
+                   hidden_layers=drafter.feature_layers, logits_to_keep=1)
+        drafter.observe(tokens, {i: h[0] for i, h in o.hidden_states.items()})
+
+
+def speculative_round(target: TargetModel, cache: Cache, drafter: Drafter, tokens: list[int], k: int, params: SamplingParams,
                       generator=None, verifier=verify_sampling) -> Round:
     """One round: draft a tree of depth <= k, score it in ONE target pass, verify, keep the
     accepted path in the target's cache, and show it to the drafter.
@@ -232,8 +243,8 @@ def speculative_round(target, cache, drafter, tokens: list[int], k: int, params:
     return Round(tree, accepted, nxt, logits, p, (t1 - t0, t2 - t1, t3 - t2))
 
 
-def speculative_generate(target, prompt: list[int], max_new_tokens: int, params: SamplingParams,
-                         generator, eos_id, drafter, verifier=verify_sampling, on_round=None):
+def speculative_generate(target: TargetModel, prompt: list[int], max_new_tokens: int, params: SamplingParams,
+                         generator, eos_id, drafter: Drafter, verifier=verify_sampling, on_round=None):
     """Rounds until max_new_tokens or eos_id. Returns (tokens, stats).
 
     Invariant: the target's cache holds every token but the last one (which is fed, with the
@@ -246,9 +257,7 @@ def speculative_generate(target, prompt: list[int], max_new_tokens: int, params:
     tokens, out = list(prompt), []
     if len(prompt) > 1:
         t0 = time.perf_counter()
-        o = target(torch.tensor([prompt[:-1]], device=target.device), cache=cache,
-                   hidden_layers=drafter.feature_layers, logits_to_keep=1)
-        drafter.observe(tokens, {i: h[0] for i, h in o.hidden_states.items()})
+        prefill(target, cache, drafter, tokens)
         stats.prefill_time = time.perf_counter() - t0
         stats.target_calls += 1
     while len(out) < max_new_tokens:

@@ -104,6 +104,20 @@ def evaluate(model: Transformer, cfg: TrainConfig, tokens: dict[str, np.ndarray]
     return out
 
 
+def resume(model, opt, state_path: Path, settings: dict, desc: str) -> tuple[int, float, list]:
+    """Load the model and optimizer from a checkpoint of the training state, if one exists (it
+    must have been written with the same settings). Returns (step, elapsed seconds, history)."""
+    if not state_path.exists():
+        return 0, 0.0, []
+    state = torch.load(state_path, map_location=next(model.parameters()).device, weights_only=True)
+    if state["settings"] != settings:
+        raise ValueError(f"{state_path} was written with other settings; remove it to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    print(f"resuming {desc} from step {state['step']}")
+    return state["step"], state["elapsed_s"], state["history"]
+
+
 def fit(model: torch.nn.Module, loss_fn, cfg: TrainConfig, state_path, settings: dict, *,
         evaluate=None, desc: str = "train", progress: bool = True, stop_after: int | None = None,
         on_step=None) -> dict | None:
@@ -119,20 +133,11 @@ def fit(model: torch.nn.Module, loss_fn, cfg: TrainConfig, state_path, settings:
     from tqdm.auto import tqdm
     state_path = Path(state_path)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.dim() >= 2]
-    no_decay = [p for p in trainable if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW([{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                             {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.95))
     settings = {**settings, "train_config": asdict(cfg)}
-    step, elapsed, history = 0, 0.0, []
-    if state_path.exists():
-        state = torch.load(state_path, map_location=next(model.parameters()).device, weights_only=True)
-        if state["settings"] != settings:
-            raise ValueError(f"{state_path} was written with other settings; remove it to start over")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed, history = state["step"], state["elapsed_s"], state["history"]
-        print(f"resuming {desc} from step {step}")
+    step, elapsed, history = resume(model, opt, state_path, settings, desc)
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress)
     t0 = time.time() - elapsed

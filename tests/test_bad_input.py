@@ -101,7 +101,7 @@ def test_extreme_sizes_stay_bounded_and_lossless(tiny, method, option, value):
     with time_limit(60):
         d = make_drafter(method, target, head, max_len, **{option: value})
         assert d.cache.max_len <= max_len + target.max_seq_len
-        assert d.extra_nodes < target.max_seq_len and d.gamma <= max_len
+        assert d.extra_nodes < target.max_seq_len and d.depth <= max_len
         g = run(tiny, method, **{option: value})
     assert g.stats.target_calls <= 1 + 6                            # the prefill, then one pass per round
     assert g.tokens == generate(target, PROMPT, 6).tokens
@@ -117,9 +117,9 @@ def test_the_caps_draft_the_same_trees(tiny):
     trees = []
     for wide in (False, True):
         d = make_drafter("eagle2", t1, h1, max_len, total_tokens=5, depth=10**6, eagle_topk=60)
-        assert (d.total_tokens, d.depth, d.top_k) == (5, 5, 5)
+        assert (d.policy.total_tokens, d.depth, d.policy.eagle_topk) == (5, 5, 5)
         if wide:
-            d.depth, d.top_k, d.gamma = 12, 12, 12
+            d.policy.depth, d.policy.eagle_topk = 12, 12
             d.cache = h1.new_cache(max_len + 12 * 12)
         rounds = []
         speculative_generate(t1, list(PROMPT), 20, SamplingParams(), None, None, d,

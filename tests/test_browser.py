@@ -94,7 +94,7 @@ WIDGETS = {
     ],
     "04_dynamic_trees.ipynb": [
         Widget("dynamic tree explorer",
-               controls=("prompt", "total_tokens", "depth", "top_k", "next round", "restart"),
+               controls=("prompt", "total_tokens", "depth", "eagle_topk", "next round", "restart"),
                interact=(Slide("total_tokens", 5), Click("next round")),
                expect=(shows_image("the verified tree, drawn"),
                        shows_line_starting("5 drafted nodes", "a line starting '5 drafted nodes' (total_tokens moved to 5)"),

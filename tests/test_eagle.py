@@ -13,7 +13,9 @@ import minispec
 from minispec import generate
 from minispec.checkpoint import CheckpointError, MANIFEST
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
-from minispec.eagle import Eagle1Drafter, Eagle1Head, chain_choices, check_choices, load_eagle1, train_eagle1
+from minispec.drafting import HeadDrafter
+from minispec.eagle import Eagle1Head, StaticTree, chain_choices, check_choices, load_eagle1
+from minispec.eagle_train import train_eagle1
 from minispec.sampling import SamplingParams
 from minispec.train import TrainConfig
 
@@ -114,7 +116,7 @@ def test_tree_levels_cached_in_the_head_equal_running_each_path():
     with torch.no_grad():
         out = target(torch.tensor([PROMPT[:-1]]), hidden_layers=(TINY.n_layers,))
         f = out.hidden_states[TINY.n_layers][0]                                   # (L-1, D)
-        drafter = Eagle1Drafter(head, target, 64, TREE)
+        drafter = HeadDrafter(head, target, 64, StaticTree(TREE))
         drafter.observe(PROMPT, {TINY.n_layers: f})
         tree = drafter.propose(list(PROMPT), 10, SamplingParams(0.0))
         assert len(tree) == len(TREE) and drafter.cache.length == len(PROMPT) - 1
@@ -221,13 +223,13 @@ def test_bad_eagle_requests_get_clear_errors():
 def test_the_exact_test_catches_a_drafter_that_forgets_to_renormalise_q(monkeypatch):
     """Planted bug: every sibling reports the parent's full q (as if drawn with replacement)
     although they are drawn without it. The same test as above must reject it."""
-    original = Eagle1Drafter._children
+    original = StaticTree.pick_children
 
     def wrong(logits, n, params, generator):
         picks, rows = original(logits, n, params, generator)
         return picks, (None if rows is None else [rows[0]] * len(rows))
 
-    monkeypatch.setattr(Eagle1Drafter, "_children", staticmethod(wrong))
+    monkeypatch.setattr(StaticTree, "pick_children", staticmethod(wrong))
     target = tiny_model(2, SMALL)
     with torch.no_grad():
         target.lm_head.weight.mul_(3.0)

@@ -7,7 +7,8 @@ from conftest import SMALL, tiny_model
 from test_eagle import PROMPT, random_head
 from minispec import generate
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
-from minispec.eagle2 import Eagle2Drafter, rerank
+from minispec.drafting import HeadDrafter
+from minispec.eagle2 import DynamicTree, rerank
 from minispec.sampling import SamplingParams
 
 
@@ -37,7 +38,7 @@ def test_dynamic_trees_have_the_requested_size_and_shape():
     target, head = tiny_model(), random_head(tiny_model(), 2)
     with torch.no_grad():
         out = target(torch.tensor([PROMPT[:-1]]), hidden_layers=(target.num_layers,))
-        d = Eagle2Drafter(head, target, 64, total_tokens=10, depth=4, top_k=3)
+        d = HeadDrafter(head, target, 64, DynamicTree(total_tokens=10, depth=4, eagle_topk=3))
         d.observe(PROMPT, {target.num_layers: out.hidden_states[target.num_layers][0]})
         tree = d.propose(list(PROMPT), 10, SamplingParams(0.0))
     assert len(tree) == 10 and max(tree.depth) <= 4
@@ -77,14 +78,14 @@ def test_bad_eagle2_settings_get_clear_errors():
 def test_the_exact_test_catches_a_q_that_is_not_how_the_drafts_were_picked(monkeypatch):
     """Planted bug: top_k picks are deterministic, but the tree claims they were drawn from a
     uniform q. The same test as above must reject it."""
-    original = Eagle2Drafter.propose
+    original = DynamicTree.tree
 
-    def wrong(self, tokens, k, params, generator=None):
-        tree = original(self, tokens, k, params, generator)
+    def wrong(self, cand, params):
+        tree = original(self, cand, params)
         if tree.q is not None:
             tree.q = torch.full_like(tree.q, 1.0 / tree.q.shape[1])
         return tree
 
-    monkeypatch.setattr(Eagle2Drafter, "propose", wrong)
+    monkeypatch.setattr(DynamicTree, "tree", wrong)
     counts, exact = sampled_eagle2()
     assert not chi_square_ok(counts, exact)

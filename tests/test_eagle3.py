@@ -13,8 +13,8 @@ from test_eagle import PROMPT, random_head, sharpened
 from minispec import generate
 from minispec.checkpoint import CheckpointError
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
-from minispec.eagle3 import (Eagle3Head, draft_vocab, eagle3_loss, feature_layers_for, load_eagle3,
-                             token_counts, train_eagle3, ttt_forward, ttt_mask)
+from minispec.eagle3 import Eagle3Head, feature_layers_for, load_eagle3
+from minispec.eagle3_train import draft_vocab, eagle3_loss, token_counts, train_eagle3, ttt_forward, ttt_mask
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams
 from minispec.train import TrainConfig
@@ -250,7 +250,7 @@ def test_a_restricted_vocabulary_drafts_only_its_tokens_and_stays_lossless():
 
 def test_vocab_study_reports_coverage_tau_and_speed_per_size():
     import minispec
-    from minispec.eagle3 import vocab_study
+    from minispec.studies import vocab_study
     target, tok = minispec.load_target("cpu"), minispec.load_tokenizer()
     head = random_eagle3(target, 0, vocab=list(range(1024)), scale=1.0)
     counts = np.arange(target.vocab_size)[::-1].copy()              # prefers small ids

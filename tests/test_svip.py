@@ -11,7 +11,8 @@ from conftest import SMALL, TINY, tiny_model
 from test_eagle import PROMPT, random_head
 from minispec import generate
 from minispec.checks import chi_square_ok, exact_distribution, sequence_frequencies
-from minispec.eagle2 import DEFAULTS, calibration, defaults_for
+from minispec.eagle2 import DEFAULTS, defaults_for
+from minispec.studies import calibration
 from minispec.model import ModelConfig
 from minispec.sampling import SamplingParams, warp
 from minispec.speculative import too_unsure
@@ -114,7 +115,7 @@ def test_calibration_records_agree_with_the_rounds():
     generate accepts."""
     target, head = tiny_model(), random_head(tiny_model(), 2)
     prompts = [PROMPT, PROMPT[:1]]                                   # a one-token prompt too
-    rec = calibration(target, head, prompts, max_new_tokens=20, total_tokens=6, depth=3, top_k=2)
+    rec = calibration(target, head, prompts, max_new_tokens=20, total_tokens=6, depth=3, eagle_topk=2)
     n = len(rec["q"])
     assert n > 0 and all(len(v) == n for v in rec.values())
     rows = list(zip(*rec.values()))

@@ -127,8 +127,9 @@ def test_tree_stepper_follows_greedy_decoding_across_drafter_changes():
     node has a fate, and EAGLE-2's nodes carry scores that plot_tree draws."""
     import matplotlib.pyplot as plt
     from test_eagle import random_head
-    from minispec.eagle import TREES, Eagle1Drafter
-    from minispec.eagle2 import Eagle2Drafter
+    from minispec.drafting import HeadDrafter
+    from minispec.eagle import TREES, StaticTree
+    from minispec.eagle2 import DynamicTree
     from minispec.viz import TreeStepper, plot_tree
     target = tiny_model()
     head = random_head(target, 1)
@@ -137,9 +138,9 @@ def test_tree_stepper_follows_greedy_decoding_across_drafter_changes():
     st = TreeStepper(target, head, prompt, choices=TREES["t8"])
     for i in range(6):
         if i % 2:
-            st.set_drafter(Eagle2Drafter(head, target, target.max_seq_len, total_tokens=4 + i, depth=3, top_k=2))
+            st.set_drafter(HeadDrafter(head, target, target.max_seq_len, DynamicTree(4 + i, depth=3, eagle_topk=2)))
         elif i:
-            st.set_drafter(Eagle1Drafter(head, target, target.max_seq_len, TREES["t4"]))
+            st.set_drafter(HeadDrafter(head, target, target.max_seq_len, StaticTree(TREES["t4"])))
         r = st.step()
         assert len(r["fates"]) == len(r["tree"]) and r["fates"].count("accepted") == len(r["accepted"])
         assert (r["tree"].scores is not None) == bool(i % 2)

@@ -1,0 +1,124 @@
+"""The studies the chapters report, above everything they measure: the EAGLE-1 ablations
+(chapter 2), EAGLE-2's calibration (chapter 4) and EAGLE-3's draft vocabulary (chapter 5).
+Each runs the package's own generation or benchmark; none is needed to decode.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .bench import run_bench
+from .data import DOMAINS, load_prompts, load_tokens
+from .distill import validation_batches
+from .eagle3 import Eagle3Head, restrict_vocab
+from .generation import check_prompt, generate
+from .methods import make_drafter
+from .sampling import SamplingParams
+from .speculative import speculative_generate
+from .stats import GenerationStats
+
+
+@torch.no_grad()
+def compare_heads(target, tokenizer, heads: dict, gamma: int = 4, limit: int = 5,
+                  max_new_tokens: int = 128, temperatures=(0.0, 1.0), seed: int = 0,
+                  progress: bool = True) -> dict:
+    """The ablation table: every head drafts chains of `gamma` on the first `limit` evaluation
+    prompts of each domain, greedy and sampling. Per head, temperature and domain: tau,
+    acceptance per position, and (greedy) whether the output equals plain greedy decoding.
+    Hardware-independent: no timings."""
+    questions = load_prompts(limit=limit)
+    out = {}
+    for name, head in heads.items():
+        out[name] = {}
+        for temp in temperatures:
+            per, lossless = {}, {}
+            for q in tqdm(questions, desc=f"head {name}, T={temp}", disable=not progress):
+                ids = tokenizer.encode(q["turns"][0])
+                kw = dict(temperature=temp, seed=seed + q["question_id"], eos_id=tokenizer.eot_id)
+                g = generate(target, ids, max_new_tokens, method="eagle1", draft=head, gamma=gamma, **kw)
+                d = q["category"]
+                per[d] = per.get(d, GenerationStats()).merge(g.stats)
+                if temp == 0:
+                    lossless[d] = lossless.get(d, True) and g.tokens == generate(target, ids, max_new_tokens, **kw).tokens
+            out[name][f"T={temp:g}"] = {d: {"tau": round(st.mean_acceptance_length, 3),
+                                            "acceptance_per_pos": [round(a, 3) for a in st.acceptance_per_pos],
+                                            "lossless": lossless.get(d)} for d, st in per.items()}
+    return {"gamma": gamma, "limit": limit, "max_new_tokens": max_new_tokens,
+            "temperatures": list(temperatures), "heads": out}
+
+
+@torch.inference_mode()
+def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64,
+                total_tokens: int | None = None, depth: int | None = None,
+                eagle_topk: int | None = None) -> dict[str, list]:
+    """Does the head's confidence predict acceptance? Greedy EAGLE-2 generations of the prompts
+    (settings left at None: the device's defaults); for every drafted node of every round, one
+    record:
+
+        round       the round's number, counted over all prompts
+        depth       the node's depth in the tree (1 = a child of the root)
+        rank        its sibling rank (0 = its parent's top pick)
+        q           the head's probability of its token given its parent, exp(score - parent's)
+        confidence  exp(score): the head's probability of the whole path down to it
+        reached     the target accepted every ancestor (so the node was really checked)
+        accepted    reached, and the target's greedy choice at its parent is its token
+
+    EAGLE-2's claim is that q predicts `accepted` among reached nodes, and confidence predicts it
+    among all nodes. Returns {field: list} over all nodes."""
+    rec = {k: [] for k in ("round", "depth", "rank", "q", "confidence", "reached", "accepted")}
+    rounds = [0]
+
+    def record(r):                      # one verified round: its tree and the target's logits
+        tree, best = r.tree, r.logits.argmax(-1).tolist()                # best[1 + i]: after node i
+        depths, ok, n_round = tree.depth, [], rounds[0]
+        rounds[0] += 1
+        for i, (a, x) in enumerate(zip(tree.parents, tree.tokens)):
+            reached = a < 0 or ok[a]
+            ok.append(reached and x == best[a + 1])
+            parent_score = tree.scores[a] if a >= 0 else 0.0
+            rec["round"].append(n_round)
+            rec["depth"].append(depths[i])
+            rec["rank"].append(sum(1 for j in tree.children(a) if j < i))
+            rec["q"].append(math.exp(tree.scores[i] - parent_score))
+            rec["confidence"].append(math.exp(tree.scores[i]))
+            rec["reached"].append(reached)
+            rec["accepted"].append(ok[-1])
+
+    for prompt in prompts:
+        tokens = check_prompt(prompt, max_new_tokens, target.max_seq_len)
+        drafter = make_drafter("eagle2", target, head, len(tokens) + max_new_tokens,   # checks the head
+                               total_tokens=total_tokens, depth=depth, eagle_topk=eagle_topk)
+        speculative_generate(target, tokens, max_new_tokens, SamplingParams(0.0), None, None, drafter,
+                             on_round=record)
+    return rec
+
+
+def vocab_study(target, tokenizer, head: Eagle3Head, sizes, rankings: dict, limit: int | None = 10,
+                max_new_tokens: int = 128, repeats: int = 1, progress: bool = True, val_tokens=None) -> dict:
+    """The draft-vocabulary trade-off: the head restricted to its `size` most frequent tokens by
+    each ranking (name -> (V,) counts; a ranking picks among the head's own tokens), benchmarked
+    as method eagle3 in one run against ar (tau and speed), plus the share of the target's greedy
+    choices on the validation text (default: the corpus's; val_tokens: domain -> ids) that each
+    restricted vocabulary contains (its coverage)."""
+    own = head.draft_ids.cpu().numpy()
+    heads, coverage = {"eagle3": head}, {}
+    val = validation_batches(target, val_tokens or {d: load_tokens(d, "val") for d in DOMAINS}, 256, 8)
+    with torch.no_grad():
+        best = torch.cat([target.lm_head(b.feature(target)).argmax(-1).flatten() for b in val.values()])
+    for name, counts in rankings.items():
+        order = own[np.lexsort((own, -np.asarray(counts)[own]))]           # the head's tokens, by count
+        for n in sizes:
+            if n >= len(own):                                                # the head itself
+                continue
+            label = f"eagle3@{name}{n}"
+            small = restrict_vocab(head, order[:n])
+            heads[label] = small
+            coverage[label] = round(float(small.t2d[best].float().mean()), 4)
+    summary = run_bench(target, tokenizer, list(heads), drafts=heads, limit=limit, max_new_tokens=max_new_tokens,
+                        repeats=repeats, progress=progress)
+    summary["coverage"] = {"eagle3": round(float(head.t2d[best].float().mean()), 4), **coverage}
+    summary["sizes"], summary["rankings"] = list(sizes), list(rankings)
+    return summary

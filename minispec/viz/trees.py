@@ -1,0 +1,123 @@
+"""Pictures of draft trees (chapters 3 to 5): nodes by fate, the tree's attention mask, and
+EAGLE-3's training-time-test mask."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..eagle3_train import ttt_mask
+from .rounds import FATE_COLORS
+
+
+def tree_fates(tree, accepted: list[int]) -> list[str]:
+    """The fate of every node of a verified tree: "accepted" (on the accepted path), "rejected"
+    (tried and refused: children of a visited node tried before the accepted one, or all of the
+    last visited node's children), "unchecked" (never looked at). Siblings are tried in order."""
+    fates = ["unchecked"] * len(tree)
+    visited = [-1] + list(accepted)
+    for depth, node in enumerate(visited):
+        nxt = accepted[depth] if depth < len(accepted) else None
+        for child in tree.children(node):
+            if child == nxt:
+                fates[child] = "accepted"
+                break
+            fates[child] = "rejected"
+    return fates
+
+
+def tree_layout(tree) -> dict[int, tuple[float, int]]:
+    """(x, depth) of every node (-1 = the root): leaves side by side, parents centred above."""
+    pos, nxt = {}, [0.0]
+
+    def place(node, depth):
+        kids = tree.children(node)
+        if not kids:
+            pos[node] = (nxt[0], depth)
+            nxt[0] += 1.0
+        else:
+            for c in kids:
+                place(c, depth + 1)
+            pos[node] = (sum(pos[c][0] for c in kids) / len(kids), depth)
+    place(-1, 0)
+    return pos
+
+
+def plot_tree(record: dict, tokenizer, ax=None):
+    """A verified draft tree: the root (the last token) on top, each node's token, coloured by
+    fate (accepted path, rejected, never checked), and the token the target added. When the
+    drafter scored its nodes (EAGLE-2), each shows its path confidence exp(score) in percent."""
+    import matplotlib.pyplot as plt
+    tree, fates = record["tree"], record["fates"]
+    pos = tree_layout(tree)
+    width = max(x for x, _ in pos.values()) + 1
+    depth = max(d for _, d in pos.values())
+    ax = ax or plt.subplots(figsize=(max(5, 1.15 * width), 1.1 * (depth + 2)))[1]
+    name = lambda t: repr(tokenizer.token_str(t))[:10]
+    color = {"accepted": FATE_COLORS["accepted"], "rejected": FATE_COLORS["rejected"],
+             "unchecked": FATE_COLORS["unchecked"]}
+    for node, (x, d) in pos.items():
+        if node >= 0:
+            px, pd = pos[tree.parents[node]]
+            on_path = fates[node] == "accepted"
+            ax.plot([px, x], [-pd, -d], color="#2d6a4f" if on_path else "#bbb", lw=2.5 if on_path else 1, zorder=1)
+    for node, (x, d) in pos.items():
+        text = ("root\n" + name(record["last_token"])) if node < 0 else name(tree.tokens[node])
+        if node >= 0 and tree.scores is not None:
+            conf = 100 * math.exp(tree.scores[node])
+            text += f"\n{conf:.0f}%" if conf >= 10 else f"\n{conf:.1f}%"
+        fc = "#ffffff" if node < 0 else color[fates[node]]
+        ax.text(x, -d, text, ha="center", va="center", fontsize=8, zorder=2,
+                bbox=dict(boxstyle="round,pad=0.3", fc=fc, ec="#555"))
+    last = record["accepted"][-1] if record["accepted"] else -1
+    x, d = pos[last]
+    kind = "bonus" if record["bonus"] else "correction"
+    ax.annotate(f"{kind}: {name(record['next_token'])}", (x, -d - 0.25), (x, -d - 0.85), ha="center",
+                fontsize=8, bbox=dict(boxstyle="round,pad=0.3", fc=FATE_COLORS[kind], ec="#555"),
+                arrowprops=dict(arrowstyle="<-", color="#333"))
+    ax.set_xlim(-0.7, width - 0.3); ax.set_ylim(-depth - 1.3, 0.6); ax.axis("off")
+    ax.set_title(f"{len(tree)} drafted nodes, {len(record['accepted'])} accepted, +1 {kind} token", fontsize=9)
+    return ax
+
+
+def plot_tree_mask(tree, tokenizer=None, accepted=(), ax=None):
+    """The tree's attention mask over [root, nodes]: a dark cell = the row's token may attend to
+    the column's (the cached prefix, not drawn, is visible to every row). Rows of the accepted
+    path are marked with a bar on the left."""
+    import matplotlib.pyplot as plt
+    visible = (tree.mask() == 0).float().numpy()
+    n = visible.shape[0]
+    ax = ax or plt.subplots(figsize=(0.32 * n + 2, 0.32 * n + 1.2))[1]
+    ax.imshow(visible, cmap="Greens", vmin=0, vmax=1.3)
+    labels = ["root"] + [f"{i}" + (f" {tokenizer.token_str(t)!r}"[:9] if tokenizer else "")
+                         for i, t in enumerate(tree.tokens)]
+    ax.set_xticks(range(n)); ax.set_yticks(range(n))
+    ax.set_xticklabels(["root"] + [str(i) for i in range(n - 1)], fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
+    for i in accepted:
+        ax.add_patch(plt.Rectangle((-0.5, i + 0.5), n, 1, fill=False, ec="#d62828", lw=1.5))
+    ax.set_xlabel("attends to (key)"); ax.set_ylabel("node (query)")
+    return ax
+
+
+def plot_ttt_mask(T: int = 6, steps: int = 3, ax=None):
+    """EAGLE-3's training-time-test attention, all unrolled steps in one picture: rows are the
+    queries of steps 0..steps-1 (T chains each), columns the keys of the same steps. A dark cell
+    = visible. Step j's rows see step 0's keys causally (the real prefix) and, in each block
+    1..j, only their own chain's position (minispec.eagle3_train.ttt_mask); later steps are unseen."""
+    import matplotlib.pyplot as plt
+    n = T * steps
+    visible = torch.zeros(n, n)
+    for j in range(steps):
+        visible[j * T:(j + 1) * T, :(j + 1) * T] = (ttt_mask(T, j) == 0).float()
+    ax = ax or plt.subplots(figsize=(0.3 * n + 2, 0.3 * n + 1.2))[1]
+    ax.imshow(visible.numpy(), cmap="Greens", vmin=0, vmax=1.3)
+    for j in range(1, steps):
+        ax.axhline(j * T - 0.5, color="0.4", lw=0.8)
+        ax.axvline(j * T - 0.5, color="0.4", lw=0.8)
+    ticks = [j * T + (T - 1) / 2 for j in range(steps)]
+    ax.set_xticks(ticks); ax.set_yticks(ticks)
+    ax.set_xticklabels([f"step {j} keys" for j in range(steps)], fontsize=8)
+    ax.set_yticklabels([f"step {j}\nchains t=0..{T - 1}" for j in range(steps)], fontsize=8)
+    ax.set_title("training-time test: who sees whom")
+    return ax
