@@ -34,4 +34,4 @@ from .common import Verdict
 
 __all__ = ["Verdict", "grade_cached_greedy", "grade_rollback", "grade_prompt_lookup", "grade_verifier",
            "grade_eagle_pairs", "grade_tree_mask", "grade_tree_greedy", "grade_rerank", "grade_ttt_mask",
-           "grade_draft_vocab", "ch00", "ch01", "ch02", "ch03", "ch04", "ch05"]
+           "grade_draft_vocab"]

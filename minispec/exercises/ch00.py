@@ -1,7 +1,9 @@
-"""Chapter 0's exercises (notebooks/00_target_and_decoding.ipynb): greedy decoding with the KV
-cache, and rolling the cache back after a verification round. The graders, then the reference
-solutions.
+"""Chapter 0's exercises: greedy decoding with the KV cache, and rolling the cache back.
 
+From notebooks/00_target_and_decoding.ipynb: the graders, then the reference solutions (for instructors).
+
+    from minispec import exercises
+    from minispec.exercises import ch00
     exercises.grade_cached_greedy(ch00.cached_greedy)    # PASS
 """
 from __future__ import annotations

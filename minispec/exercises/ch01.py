@@ -1,6 +1,9 @@
-"""Chapter 1's exercises (notebooks/01_speculative_sampling.ipynb): prompt lookup, and the
-speculative-sampling verifier. The graders, then the reference solutions.
+"""Chapter 1's exercises: prompt lookup, and the speculative-sampling verifier.
 
+From notebooks/01_speculative_sampling.ipynb: the graders, then the reference solutions (for instructors).
+
+    from minispec import exercises
+    from minispec.exercises import ch01
     exercises.grade_verifier(ch01.verify)                # PASS, in about 20 s on a CPU
 """
 from __future__ import annotations

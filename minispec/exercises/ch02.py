@@ -1,6 +1,9 @@
-"""Chapter 2's exercise (notebooks/02_eagle1_features.ipynb): EAGLE-1's token-shifted training
-pairs. The grader, then the reference solution.
+"""Chapter 2's exercise: EAGLE-1's token-shifted training pairs.
 
+From notebooks/02_eagle1_features.ipynb: the grader, then the reference solution (for instructors).
+
+    from minispec import exercises
+    from minispec.exercises import ch02
     exercises.grade_eagle_pairs(ch02.eagle_pairs)        # PASS
 """
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""Chapter 3's exercises (notebooks/03_token_trees.ipynb): the tree attention mask, and greedy
-tree verification. The graders, then the reference solutions.
+"""Chapter 3's exercises: the tree attention mask, and greedy tree verification.
 
+From notebooks/03_token_trees.ipynb: the graders, then the reference solutions (for instructors).
+
+    from minispec import exercises
+    from minispec.exercises import ch03
     exercises.grade_tree_mask(ch03.tree_mask)            # PASS
 """
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""Chapter 4's exercise (notebooks/04_dynamic_trees.ipynb): EAGLE-2's rerank step. The grader,
-then the reference solution.
+"""Chapter 4's exercise: EAGLE-2's rerank step.
 
+From notebooks/04_dynamic_trees.ipynb: the grader, then the reference solution (for instructors).
+
+    from minispec import exercises
+    from minispec.exercises import ch04
     exercises.grade_rerank(ch04.rerank)                  # PASS
 """
 from __future__ import annotations

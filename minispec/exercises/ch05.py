@@ -1,6 +1,9 @@
-"""Chapter 5's exercises (notebooks/05_eagle3.ipynb): the training-time test's attention mask,
-and EAGLE-3's draft-vocabulary maps. The graders, then the reference solutions.
+"""Chapter 5's exercises: the training-time test's attention mask, and EAGLE-3's vocabulary maps.
 
+From notebooks/05_eagle3.ipynb: the graders, then the reference solutions (for instructors).
+
+    from minispec import exercises
+    from minispec.exercises import ch05
     exercises.grade_ttt_mask(ch05.ttt_mask)              # PASS
 """
 from __future__ import annotations
