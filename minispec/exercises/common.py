@@ -1,5 +1,6 @@
-"""What every chapter's graders share: the Verdict a grader returns, and the helpers that run a
-learner's function and read what it returns.
+"""What the chapters' graders share: the Verdict a grader returns, and helpers for the learner's code.
+
+The helpers run the learner's function and read what it returns.
 
 A grader's cases raise Fail with the message for the learner; `judge` turns the first one into a
 failing Verdict, and a case-free run into a passing one.
