@@ -3,7 +3,7 @@
 The helpers run the learner's function and read what it returns.
 
 A grader's cases raise Fail with the message for the learner; `judge` turns the first one into a
-failing Verdict, and a case-free run into a passing one.
+failing Verdict; a run without one is a pass.
 """
 from __future__ import annotations
 
