@@ -55,13 +55,26 @@ def chapter_title(nb: Path) -> str:
 
 
 def modules() -> list[str]:
-    """The public modules of the package: minispec/*.py whose name does not start with '_'."""
-    return [f"minispec.{p.stem}" for p in sorted((ROOT / "minispec").glob("*.py")) if not p.stem.startswith("_")]
+    """The public modules of the package: minispec/*.py whose name does not start with '_', and
+    its subpackages (minispec/NAME/__init__.py) followed by their public modules."""
+    found = []
+    for path in sorted((ROOT / "minispec").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        if len(parts) > 1 and not any(part.startswith("_") for part in parts):
+            found.append(".".join(parts))
+    return found
+
+
+def module_file(module: str) -> Path:
+    """minispec.NAME -> minispec/NAME.py, or minispec/NAME/__init__.py for a package."""
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def module_summary(module: str) -> str:
     """The first line of a module's docstring, read without importing it."""
-    source = (ROOT / "minispec" / f"{module.split('.')[-1]}.py").read_text(encoding="utf-8")
+    source = module_file(module).read_text(encoding="utf-8")
     doc = ast.get_docstring(ast.parse(source)) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
@@ -224,20 +237,20 @@ def _intro(nb: Path) -> str:
 
 def syllabus(page) -> str:
     """Per chapter, from its notebook: what it teaches ('You will learn'), what it needs ('You
-    need'), and the exercise checkers it uses."""
+    need'), and the exercise graders it uses."""
     out = []
     for nb in chapters():
         intro = _intro(nb)
         learn = re.search(r"\*\*You will learn\*\*\n(.*?)(?:\n\n|\Z)", intro, re.S)
         need = re.search(r"\*\*You need\*\*\s*(.*?)(?:\n\n|\Z)", intro, re.S)
-        checkers = sorted(set(re.findall(r"exercises\.(check_\w+)", nb.read_text(encoding="utf-8"))))
+        graders = sorted(set(re.findall(r"exercises\.(grade_\w+)", nb.read_text(encoding="utf-8"))))
         out.append(f"### {_link(page, chapter_uri(nb), chapter_title(nb))}\n")
         if learn:
             out.append("You will learn:\n\n" + plain_math(learn.group(1).strip()) + "\n")
         if need:
             out.append("You need: " + plain_math(" ".join(need.group(1).split())) + "\n")
-        if checkers:
-            out.append("Exercises with checkers: " + ", ".join(f"`exercises.{c}`" for c in checkers) + ".\n")
+        if graders:
+            out.append("Exercises with graders: " + ", ".join(f"`exercises.{g}`" for g in graders) + ".\n")
     return "\n".join(out)
 
 

@@ -1,13 +1,14 @@
 """The exercises as nbgrader assignments: one source notebook per chapter, generated from the
-reference solutions (minispec.solutions) and the points table (minispec.grading.EXERCISES), so
-that the notebooks, the solutions and `python -m minispec grade` cannot drift apart.
+reference solutions (beside the graders in minispec.exercises.ch00 ... ch05) and the points table
+(minispec.grading.EXERCISES), so that the notebooks, the solutions and `python -m minispec grade`
+cannot drift apart.
 
     python -m minispec.assignments notebooks/assignments/source     # rewrite the source notebooks
 
 Each exercise is three cells: the task (markdown), the function with its body between nbgrader's
 `### BEGIN SOLUTION` and `### END SOLUTION` (the reference solution, renamed to the name the
 chapter uses; the student version keeps the signature and gets `raise NotImplementedError()`),
-and an autograded test cell that runs the exercise's checker and asserts that it passed.
+and an autograded test cell that runs the exercise's grader and asserts that it passed.
 notebooks/assignments/README.md says how to release, collect and grade them.
 """
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-from . import solutions
 from .grading import CHAPTERS, Exercise, chapter_exercises
 
 CHAPTER_NOTEBOOKS = {
@@ -30,7 +30,7 @@ CHAPTER_NOTEBOOKS = {
     5: ("05_eagle3.ipynb", "EAGLE-3: training-time test, multi-layer features, direct token prediction"),
 }
 
-# The task of each exercise: the chapter's exercise text, with what the checker holds the function to.
+# The task of each exercise: the chapter's exercise text, with what the grader holds the function to.
 TASKS = {
     "my_greedy": """**Greedy decoding with the cache.** Write `my_greedy(model, prompt, n)` that returns the $n$
 greedy tokens after `prompt` (a list of token ids): one forward over the prompt with
@@ -88,15 +88,15 @@ bool tensor marking the target ids kept.""",
 def solution_cell(e: Exercise) -> str:
     """The reference solution under the exercise's name: the signature stays in the student
     version; the docstring and the body are the solution region."""
-    source = inspect.getsource(getattr(solutions, e.solution))
+    source = inspect.getsource(e.reference())
     lines = source.splitlines()
     body_start = ast.parse(source).body[0].body[0].lineno - 1     # the docstring's first line
     header = "\n".join(lines[:body_start]).replace(f"def {e.solution}(", f"def {e.name}(", 1)
     return f"{header}\n    ### BEGIN SOLUTION\n" + "\n".join(lines[body_start:]) + "\n    ### END SOLUTION"
 
 
-def check_cell(e: Exercise) -> str:
-    return (f"result = exercises.{e.checker}({e.name})\n"
+def grade_cell(e: Exercise) -> str:
+    return (f"result = exercises.{e.grader}({e.name})\n"
             "print(result)\n"
             "assert result.passed, \"see the checker's message above\"")
 
@@ -117,7 +117,7 @@ def notebook(chapter: int) -> dict:
     chapter_file, title = CHAPTER_NOTEBOOKS[chapter]
     total = sum(e.points for e in exercises)
     listing = "\n".join(f"- `{e.name}` ({e.points} point{'s' if e.points > 1 else ''}), checked by "
-                        f"`exercises.{e.checker}`" for e in exercises)
+                        f"`exercises.{e.grader}`" for e in exercises)
     intro = f"""# Chapter {chapter} assignment: {title}
 
 The exercises of `notebooks/{chapter_file}` that have automatic checkers, {total} points in all:
@@ -134,7 +134,7 @@ the grade you see is the grade you get. Before you submit, restart the kernel an
     for e in exercises:
         cells += [_cell("markdown", f"{e.name}_task", TASKS[e.name]),
                   _cell("code", e.name, solution_cell(e), locked=False, solution=True),
-                  _cell("code", f"{e.name}_check", check_cell(e), grade=True, points=e.points)]
+                  _cell("code", f"{e.name}_check", grade_cell(e), grade=True, points=e.points)]
     return {"cells": cells, "metadata": {
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
         "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}

@@ -25,15 +25,15 @@ def test_source_notebooks_are_generated_from_the_solutions():
     for chapter, aid in zip(grading.CHAPTERS, IDS):
         committed = json.loads((source / aid / f"{aid}.ipynb").read_text(encoding="utf-8"))
         assert committed == assignments.notebook(chapter), (
-            f"{aid}.ipynb differs from minispec.solutions and minispec.grading.EXERCISES; regenerate it "
-            "with: python -m minispec.assignments notebooks/assignments/source")
+            f"{aid}.ipynb differs from the solutions in minispec.exercises and minispec.grading.EXERCISES; "
+            "regenerate it with: python -m minispec.assignments notebooks/assignments/source")
 
 
-def test_every_checker_is_an_assignment():
-    from minispec import exercises, solutions
-    checkers = {name for name in dir(exercises) if name.startswith("check_")}
-    assert {e.checker for e in grading.EXERCISES} == checkers
-    assert all(callable(getattr(solutions, e.solution)) for e in grading.EXERCISES)
+def test_every_grader_is_an_assignment():
+    from minispec import exercises
+    graders = {name for name in dir(exercises) if name.startswith("grade_")}
+    assert {e.grader for e in grading.EXERCISES} == graders
+    assert all(callable(e.reference()) for e in grading.EXERCISES)
 
 
 # ------------------------------------------------------------------ nbgrader, in a course of its own
@@ -43,7 +43,7 @@ def nbgrader(course: Path, *args: str):
     env = dict(os.environ, HOME=str(home), JUPYTER_CONFIG_DIR=str(home / "config"),
                JUPYTER_DATA_DIR=str(home / "data"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                IPYTHONDIR=str(home / "ipython"),
-               OMP_NUM_THREADS="1")   # the kernels' checkers run tiny models: threads only contend
+               OMP_NUM_THREADS="1")   # the kernels' graders run tiny models: threads only contend
     env.pop("JUPYTER_PATH", None)
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -104,7 +104,7 @@ def test_minispec_grade_agrees_with_nbgrader(course, student, capsys):
 # ------------------------------------------------------------------ minispec grade on its own
 def test_grade_a_module(tmp_path):
     module = tmp_path / "answers.py"
-    module.write_text("from minispec.solutions import tree_mask as my_mask\n\n"
+    module.write_text("from minispec.exercises.ch03 import tree_mask as my_mask\n\n"
                       "def my_verify_tree(tokens, parents, logits):\n"
                       "    print('noise the grader drops')\n"
                       "    return [], int(logits[-1].argmax())   # the last row: wrong\n")
@@ -118,7 +118,7 @@ def test_grade_reports_missing_functions_raising_cells_and_the_time_limit(tmp_pa
     nb = assignments.notebook(5)
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     code[1]["source"] = "while True:\n    pass\n"                      # my_ttt_mask never finishes
-    code[3]["source"] = "%timeit 1\nfrom minispec.solutions import draft_vocab as my_draft_vocab\n"
+    code[3]["source"] = "%timeit 1\nfrom minispec.exercises.ch05 import draft_vocab as my_draft_vocab\n"
     path = tmp_path / "ch05.ipynb"
     path.write_text(json.dumps(nb))
     with pytest.raises(ValueError, match="no graded exercises"):

@@ -1,9 +1,10 @@
-"""The exercise checkers: each passes its reference solution and fails the typical wrong answers,
+"""The exercise graders: each passes its reference solution and fails the typical wrong answers,
 with a message that points at the mistake."""
 import pytest
 import torch
 
-from minispec import exercises, solutions
+from minispec import exercises
+from minispec.exercises import ch00, ch01, ch02, ch03, ch04, ch05
 from minispec.checks import verify_without_residual
 from minispec.verify import residual
 from minispec.sampling import sample
@@ -35,17 +36,17 @@ def greedy_off_by_one(model, prompt, n):
     return out
 
 
-def test_cached_greedy_checker():
-    assert exercises.check_cached_greedy(solutions.cached_greedy)
-    r = exercises.check_cached_greedy(greedy_without_cache)
+def test_cached_greedy_grader():
+    assert exercises.grade_cached_greedy(ch00.cached_greedy)
+    r = exercises.grade_cached_greedy(greedy_without_cache)
     assert not r and "without a cache" in r.message
-    r = exercises.check_cached_greedy(greedy_refeeding_everything)
+    r = exercises.grade_cached_greedy(greedy_refeeding_everything)
     assert not r
-    r = exercises.check_cached_greedy(greedy_off_by_one)
+    r = exercises.grade_cached_greedy(greedy_off_by_one)
     assert not r and "token 0" in r.message
-    as_tensors = lambda model, prompt, n: [torch.tensor(t) for t in solutions.cached_greedy(model, prompt, n)]
-    assert exercises.check_cached_greedy(as_tensors)            # 0-d tensors are token ids too
-    r = exercises.check_cached_greedy(lambda model, prompt, n: greedy_without_cache(model.forward, prompt, n))
+    as_tensors = lambda model, prompt, n: [torch.tensor(t) for t in ch00.cached_greedy(model, prompt, n)]
+    assert exercises.grade_cached_greedy(as_tensors)            # 0-d tensors are token ids too
+    r = exercises.grade_cached_greedy(lambda model, prompt, n: greedy_without_cache(model.forward, prompt, n))
     assert not r and "never called" in r.message
 
 
@@ -58,9 +59,9 @@ def test_cached_greedy_checker():
     (lambda cache, L, n: cache.compact([L - 1, *range(L + 1, min(L + n + 1, cache.length))], start=L - 1)
      if L + n < cache.length else cache.rollback(L + n), "contents"),
 ])
-def test_rollback_checker(wrong, words):
-    assert exercises.check_rollback(solutions.rollback)
-    r = exercises.check_rollback(wrong)
+def test_rollback_grader(wrong, words):
+    assert exercises.grade_rollback(ch00.rollback)
+    r = exercises.grade_rollback(wrong)
     assert not r and words in r.message, r
 
 
@@ -92,13 +93,13 @@ def lookup_shortest_first(tokens, k, max_ngram=3, min_ngram=1):
 
 
 def lookup_ignoring_min_ngram(tokens, k, max_ngram=3, min_ngram=1):
-    return solutions.prompt_lookup(tokens, k, max_ngram, 1)
+    return ch01.prompt_lookup(tokens, k, max_ngram, 1)
 
 
-def test_prompt_lookup_checker():
-    assert exercises.check_prompt_lookup(solutions.prompt_lookup)
+def test_prompt_lookup_grader():
+    assert exercises.grade_prompt_lookup(ch01.prompt_lookup)
     for wrong in (lookup_earliest, lookup_with_self_match, lookup_shortest_first, lookup_ignoring_min_ngram):
-        r = exercises.check_prompt_lookup(wrong)
+        r = exercises.grade_prompt_lookup(wrong)
         assert not r and "expected" in r.message, wrong.__name__
 
 
@@ -139,47 +140,47 @@ def verify_one_u_for_all_drafts(drafts, q, p, generator=None):
     return len(drafts), int(sample(p[len(drafts)], generator))
 
 
-def test_verifier_checker_passes_the_solution_and_the_package():
+def test_verifier_grader_passes_the_solution_and_the_package():
     from minispec.verify import verify_sampling
-    assert exercises.check_verifier(solutions.verify)
-    assert exercises.check_verifier(verify_sampling)
+    assert exercises.grade_verifier(ch01.verify)
+    assert exercises.grade_verifier(verify_sampling)
 
 
 def right_on_one_hot_inputs(wrong):
-    """Behaves like the solution when p and q are one-hot (the checker's deterministic corner
+    """Behaves like the solution when p and q are one-hot (the grader's deterministic corner
     cases), like `wrong` otherwise: only the distribution test can catch it."""
     def verifier(drafts, q, p, generator=None):
         one_hot = bool((p.max(-1).values == 1).all()) and bool((q.max(-1).values == 1).all())
-        return (solutions.verify if one_hot else wrong)(drafts, q, p, generator)
+        return (ch01.verify if one_hot else wrong)(drafts, q, p, generator)
     return verifier
 
 
 @pytest.mark.parametrize("wrong", [verify_residual_unnormalised, verify_bonus_from_wrong_row,
                                    verify_inverted_ratio, verify_without_residual, verify_one_u_for_all_drafts])
-def test_verifier_checker_catches_wrong_verifiers_by_their_distribution(wrong):
-    r = exercises.check_verifier(right_on_one_hot_inputs(wrong))
+def test_verifier_grader_catches_wrong_verifiers_by_their_distribution(wrong):
+    r = exercises.grade_verifier(right_on_one_hot_inputs(wrong))
     assert not r, wrong.__name__
     assert "distribution" in r.message and "FAIL" in repr(r)
 
 
-def test_verifier_checker_reports_a_crash_and_a_bad_return():
-    r = exercises.check_verifier(lambda d, q, p, g: 1 / 0)
+def test_verifier_grader_reports_a_crash_and_a_bad_return():
+    r = exercises.grade_verifier(lambda d, q, p, g: 1 / 0)
     assert not r and "ZeroDivisionError" in r.message
-    r = exercises.check_verifier(lambda d, q, p, g: len(d))
+    r = exercises.grade_verifier(lambda d, q, p, g: len(d))
     assert not r and "(n_accepted, next_token)" in r.message
 
 
 # ------------------------------------------------------------------ chapters 2 and 3
-def test_eagle_pairs_checker():
-    assert exercises.check_eagle_pairs(solutions.eagle_pairs)
-    assert not exercises.check_eagle_pairs(lambda t, f: (t[:-1], f[:-1], f[1:]))      # no token shift
-    assert not exercises.check_eagle_pairs(lambda t, f: (t[1:], f[:-1], f[:-1]))      # predicts f_t
-    assert not exercises.check_eagle_pairs(lambda t, f: (t[1:], f[1:], f[1:]))        # reads f_{t+1}
-    assert not exercises.check_eagle_pairs(lambda t, f: (t, f, f))                     # no pairs at all
+def test_eagle_pairs_grader():
+    assert exercises.grade_eagle_pairs(ch02.eagle_pairs)
+    assert not exercises.grade_eagle_pairs(lambda t, f: (t[:-1], f[:-1], f[1:]))      # no token shift
+    assert not exercises.grade_eagle_pairs(lambda t, f: (t[1:], f[:-1], f[:-1]))      # predicts f_t
+    assert not exercises.grade_eagle_pairs(lambda t, f: (t[1:], f[1:], f[1:]))        # reads f_{t+1}
+    assert not exercises.grade_eagle_pairs(lambda t, f: (t, f, f))                     # no pairs at all
 
 
-def test_tree_mask_checker():
-    assert exercises.check_tree_mask(solutions.tree_mask)
+def test_tree_mask_grader():
+    assert exercises.grade_tree_mask(ch03.tree_mask)
 
     def parent_only(parents):                      # forgets the grandparents
         n = len(parents) + 1
@@ -189,15 +190,15 @@ def test_tree_mask_checker():
             m[i + 1, i + 1] = m[i + 1, a + 1] = 0.0
         return m
     causal = lambda parents: torch.full((len(parents) + 1,) * 2, float("-inf")).triu(1)   # a chain's mask
-    boolean = lambda parents: solutions.tree_mask(parents) == 0
+    boolean = lambda parents: ch03.tree_mask(parents) == 0
     no_root = lambda parents: torch.cat([torch.full((len(parents) + 1, 1), float("-inf")),
-                                         solutions.tree_mask(parents)[:, 1:]], 1)
+                                         ch03.tree_mask(parents)[:, 1:]], 1)
     for wrong in (parent_only, causal, boolean, no_root):
-        assert not exercises.check_tree_mask(wrong), wrong
+        assert not exercises.grade_tree_mask(wrong), wrong
 
 
-def test_tree_greedy_checker():
-    assert exercises.check_tree_greedy(solutions.tree_greedy)
+def test_tree_greedy_grader():
+    assert exercises.grade_tree_greedy(ch03.tree_greedy)
 
     def first_child_only(tokens, parents, logits):   # never tries a second sibling
         acc, node = [], -1
@@ -210,7 +211,7 @@ def test_tree_greedy_checker():
             node = kids[0]
 
     def bonus_from_last_row(tokens, parents, logits):
-        acc, _ = solutions.tree_greedy(tokens, parents, logits)
+        acc, _ = ch03.tree_greedy(tokens, parents, logits)
         return acc, int(logits[-1].argmax())
 
     def any_depth(tokens, parents, logits):         # matches tokens against their own row
@@ -221,24 +222,24 @@ def test_tree_greedy_checker():
                 node = i
         return acc, int(logits[node + 1].argmax())
     for wrong in (first_child_only, bonus_from_last_row, any_depth):
-        assert not exercises.check_tree_greedy(wrong), wrong
+        assert not exercises.grade_tree_greedy(wrong), wrong
 
 
-def test_rerank_checker():
-    assert exercises.check_rerank(solutions.rerank)
+def test_rerank_grader():
+    assert exercises.grade_rerank(ch04.rerank)
 
     def by_own_logq(parents, logq, n):              # ranks by the node's own q: not a tree
         return sorted(sorted(range(len(logq)), key=lambda i: -logq[i])[:n])
 
     def by_score_order(parents, logq, n):           # the right set, best first
-        keep = solutions.rerank(parents, logq, n)
+        keep = ch04.rerank(parents, logq, n)
         s = []
         for a, lq in zip(parents, logq):
             s.append(lq + (s[a] if a >= 0 else 0.0))
         return sorted(keep, key=lambda i: -s[i])
 
     def one_too_many(parents, logq, n):
-        return solutions.rerank(parents, logq, n + 1)
+        return ch04.rerank(parents, logq, n + 1)
 
     def worst_first(parents, logq, n):              # sorts ascending: keeps the least likely
         s = []
@@ -251,44 +252,44 @@ def test_rerank_checker():
     hints = {by_own_logq: "PATH score", by_score_order: "order", one_too_many: "exactly", worst_first: "LOWEST",
              out_of_range: "distinct candidate indices"}
     for wrong, words in hints.items():
-        r = exercises.check_rerank(wrong)
+        r = exercises.grade_rerank(wrong)
         assert not r and words in r.message, (wrong, r)
 
 
-def test_ttt_mask_checker():
-    assert exercises.check_ttt_mask(solutions.ttt_mask)
+def test_ttt_mask_grader():
+    assert exercises.grade_ttt_mask(ch05.ttt_mask)
 
     def all_causal(T, step):                         # every block causal: sees other chains' drafts
         return torch.cat([torch.full((T, T), float("-inf")).triu(1)] * (step + 1), dim=1)
 
     def prefix_only(T, step):                        # forgets its own chain's earlier steps
-        m = solutions.ttt_mask(T, step)
+        m = ch05.ttt_mask(T, step)
         m[:, T:] = float("-inf")
         return m
 
     def diagonal_prefix(T, step):                    # block 0 as a diagonal too
-        m = solutions.ttt_mask(T, step)
-        m[:, :T] = solutions.ttt_mask(T, 1)[:, T:]
+        m = ch05.ttt_mask(T, step)
+        m[:, :T] = ch05.ttt_mask(T, 1)[:, T:]
         return m
 
     def boolean(T, step):
-        return solutions.ttt_mask(T, step) == 0
+        return ch05.ttt_mask(T, step) == 0
 
     def last_block_only(T, step):                    # one block: the current step's keys alone
-        return solutions.ttt_mask(T, 0)
+        return ch05.ttt_mask(T, 0)
 
     hints = {all_causal: "only its own position", prefix_only: "must be visible", diagonal_prefix: "ALL the real",
              boolean: "ADDITIVE", last_block_only: "one block"}
     for wrong, words in hints.items():
-        r = exercises.check_ttt_mask(wrong)
+        r = exercises.grade_ttt_mask(wrong)
         assert not r and words in r.message, (wrong, r)
 
 
-def test_draft_vocab_checker():
-    assert exercises.check_draft_vocab(solutions.draft_vocab)
+def test_draft_vocab_grader():
+    assert exercises.grade_draft_vocab(ch05.draft_vocab)
 
     def ids_not_offsets(counts, size):
-        d2t, t2d = solutions.draft_vocab(counts, size)
+        d2t, t2d = ch05.draft_vocab(counts, size)
         return d2t + torch.arange(size), t2d
 
     def by_frequency(counts, size):                  # draft ids numbered by rank, not by target id
@@ -304,7 +305,7 @@ def test_draft_vocab_checker():
         return torch.tensor([t - i for i, t in enumerate(ranked)]), t2d
 
     def index_list(counts, size):                    # t2d as the kept ids, not a mask
-        d2t, t2d = solutions.draft_vocab(counts, size)
+        d2t, t2d = ch05.draft_vocab(counts, size)
         return d2t, t2d.nonzero().flatten()
 
     def ties_by_larger_id(counts, size):
@@ -316,5 +317,5 @@ def test_draft_vocab_checker():
     hints = {ids_not_offsets: "OFFSETS", by_frequency: "increasing target-id order", least_frequent: "MOST frequent",
              index_list: "bool tensor", ties_by_larger_id: "ties"}
     for wrong, words in hints.items():
-        r = exercises.check_draft_vocab(wrong)
+        r = exercises.grade_draft_vocab(wrong)
         assert not r and words in r.message, (wrong, r)
