@@ -31,12 +31,10 @@ def load_draft(device=None) -> Transformer:
 def load_eagle1(target, directory=None):
     """The shipped EAGLE-1 head of chapters 2 and 3 (data/eagle1), for `target` (which must be
     the target it was trained on), on the target's device."""
-    from .eagle import load_eagle1 as load
-    return load(directory or DATA_DIR / "eagle1", target)
+    return METHODS["eagle1"].load_draft(target, directory)
 
 
 def load_eagle3(target, directory=None):
     """The shipped EAGLE-3 head of chapter 5 (data/eagle3), for `target` (which must be the
     target it was trained on), on the target's device."""
-    from .eagle3 import load_eagle3 as load
-    return load(directory or DATA_DIR / "eagle3", target)
+    return METHODS["eagle3"].load_draft(target, directory)

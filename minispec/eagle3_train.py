@@ -169,8 +169,7 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     target_sha256 = weights_fingerprint(target)
     settings = {"model_config": head.config.to_dict(), "layers": list(layers), "ttt_steps": ttt_steps,
                 "draft_vocab_size": draft_vocab_size, "vocab_source": vocab_source,
-                "target_sha256": target_sha256, "source": source, "num_batches": num_batches,
-                "init": init_info,
+                "target_sha256": target_sha256, "source": source, "num_batches": num_batches, "init": init_info,
                 **({"regen_temperature": regen_temperature} if regen_temperature != 1 else {})}  # old runs resume
     done = fit(head, loss_fn, cfg, run_dir / "state.pt", settings,
                evaluate=lambda: evaluate_eagle3(head, target, val, ttt_steps), desc="train eagle3",

@@ -24,8 +24,6 @@ import torch
 
 from .stats import GenerationStats
 
-PEERS_HELP = "hf: transformers' generate, assisted generation and prompt lookup on the exported weights"
-
 
 class HFPeers:
     """transformers models of the target (and the draft) and the peers' generate calls."""
