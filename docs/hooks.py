@@ -399,8 +399,8 @@ def headline_table(d: dict) -> str:
 
 def gpu_defaults(page) -> str:
     from minispec.eagle2 import DEFAULTS
-    return "\n".join(["| device | total_tokens | depth | top_k |", "|---|---|---|---|"]
-                     + [f"| {dev} | {v['total_tokens']} | {v['depth']} | {v['top_k']} |" for dev, v in DEFAULTS.items()])
+    return "\n".join(["| device | total_tokens | depth | eagle_topk |", "|---|---|---|---|"]
+                     + [f"| {dev} | {v['total_tokens']} | {v['depth']} | {v['eagle_topk']} |" for dev, v in DEFAULTS.items()])
 
 
 def cost_curve(page) -> str:

@@ -35,8 +35,8 @@ TASKS = {
     "my_greedy": """**Greedy decoding with the cache.** Write `my_greedy(model, prompt, n)` that returns the $n$
 greedy tokens after `prompt` (a list of token ids): one forward over the prompt with
 `cache=model.new_cache()`, then one forward per new token. Call the model itself,
-`model(ids, cache=cache)`, so that the checker can see the cache at work; `.logits[0, -1]` is the
-row of the last position. The checker compares your tokens with `minispec.generate` on tiny random
+`model(ids, cache=cache)`, so that the grader can see the cache at work; `.logits[0, -1]` is the
+row of the last position. The grader compares your tokens with `minispec.generate` on tiny random
 models and counts the positions you score: recomputing the whole sequence every step fails.""",
     "my_rollback": """**Rollback after a round.** Speculative decoding scores drafts the target may reject. Write
 `my_rollback(cache, n_tokens, n_accepted)`: before the round the sequence had `n_tokens` tokens
@@ -47,7 +47,7 @@ position `length` on).""",
     "my_verify": """**Write the verifier yourself.** Implement `my_verify(drafts, q, p, generator)` from the three
 rules of the chapter's section 1: `drafts` is a list of $k$ token ids, `q` the $(k, V)$
 distributions they were drawn from, `p` the target's $(k+1, V)$; return
-`(n_accepted, next_token)`. Draw every random number with `generator`. The checker runs whole
+`(n_accepted, next_token)`. Draw every random number with `generator`. The grader runs whole
 3-token generations through your verifier, with a poor draft and a perfect one, and compares
 them with the target's exact distribution (about half a minute of CPU time).""",
     "my_lookup": """**Prompt lookup.** Write `my_lookup(tokens, k, max_ngram, min_ngram)`: up to `k` draft tokens,
@@ -98,7 +98,7 @@ def solution_cell(e: Exercise) -> str:
 def grade_cell(e: Exercise) -> str:
     return (f"result = exercises.{e.grader}({e.name})\n"
             "print(result)\n"
-            "assert result.passed, \"see the checker's message above\"")
+            "assert result.passed, \"see the grader's message above\"")
 
 
 def _cell(kind: str, cell_id: str, source: str, **nbgrader) -> dict:
@@ -120,13 +120,13 @@ def notebook(chapter: int) -> dict:
                         f"`exercises.{e.grader}`" for e in exercises)
     intro = f"""# Chapter {chapter} assignment: {title}
 
-The exercises of `notebooks/{chapter_file}` that have automatic checkers, {total} points in all:
+The exercises of `notebooks/{chapter_file}` that have automatic graders, {total} points in all:
 
 {listing}
 
 Write each function where it says `raise NotImplementedError()`, keeping its name and signature,
-then run the cell after it: the checker says PASS, which earns the points, or FAIL with what went
-wrong and a hint. Grading runs the same checkers, on tiny models on the CPU with fixed seeds, so
+then run the cell after it: the grader says PASS, which earns the points, or FAIL with what went
+wrong and a hint. Grading runs the same graders, on tiny models on the CPU with fixed seeds, so
 the grade you see is the grade you get. Before you submit, restart the kernel and run all cells.
 """
     cells = [_cell("markdown", "intro", intro),

@@ -4,7 +4,7 @@ A sampling verifier is lossless when its outputs follow the target's distributio
 `exact_distribution` enumerates that distribution for a small model, `sequence_frequencies`
 counts what speculative decoding actually emits, `chi_square_ok` tests the counts against the
 exact probabilities, and `verify_without_residual` is the mistake the test must catch. The
-tests, the exercise checkers and chapter 1's notebook all use these.
+tests, the exercise graders and chapter 1's notebook all use these.
 """
 from __future__ import annotations
 

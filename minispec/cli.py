@@ -160,7 +160,7 @@ def add_export_hf(sub):
 
 
 def add_grade(sub):
-    s = sub.add_parser("grade", help="grade a student's notebook or module with the exercise checkers (the assignments' points)")
+    s = sub.add_parser("grade", help="grade a student's notebook or module with the exercise graders (the assignments' points)")
     s.add_argument("file", help="a notebook (.ipynb) or a Python module (.py) that defines the exercise functions")
     s.add_argument("--chapter", type=int, help="grade this chapter's exercises (default: those the file defines)")
 

@@ -22,6 +22,7 @@ so method eagle3 is HeadDrafter(EAGLE-3 head, DynamicTree): EAGLE-2's policy wit
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -105,8 +106,10 @@ class Candidates:
 
 
 class TreePolicy(Protocol):
-    """The shape of a head drafter's trees. fit() checks its settings against a head, a target
-    and a request, and sets the sizes below; then each round grow() adds a level."""
+    """The shape of a head drafter's trees. A policy holds the settings it was made with; fit()
+    checks them against a head, a target and a request and sets the sizes below (HeadDrafter
+    fits a copy of its own, so one policy can serve many drafters); then each round grow() adds
+    a level, frontier() picks what the next level expands, and tree() makes the round's tree."""
     depth: int           # the deepest a round drafts
     budget: int          # the most nodes a round drafts
     extra_nodes: int     # the most nodes beyond one chain of `depth`
@@ -131,15 +134,24 @@ class HeadDrafter:
     to max_len tokens (minispec.speculative's drafter protocol)."""
 
     def __init__(self, head: DraftHead, target, max_len: int, policy: TreePolicy):
-        policy.fit(head, target, max_len)                    # checks its settings
-        self.head, self.target, self.policy = head, target, policy
+        self.policy = copy.copy(policy)                      # its own copy, fitted to this request
+        self.policy.fit(head, target, max_len)               # checks its settings, sets its sizes
+        self.head, self.target = head, target
         self.feature_layers = head.target_layers(target)
-        self.cache = head.new_cache(max_len + policy.cache_nodes)
+        self.cache = head.new_cache(max_len + self.policy.cache_nodes)
         self.pending = None   # (m, D) input features the head has not read yet
 
-    depth = property(lambda self: self.policy.depth)
-    budget = property(lambda self: self.policy.budget)
-    extra_nodes = property(lambda self: self.policy.extra_nodes)
+    @property
+    def depth(self) -> int:
+        return self.policy.depth
+
+    @property
+    def budget(self) -> int:
+        return self.policy.budget
+
+    @property
+    def extra_nodes(self) -> int:
+        return self.policy.extra_nodes
 
     def observe(self, tokens: list[int], hidden: dict[int, torch.Tensor]) -> None:
         """The target has read the tokens before the last one; hidden[layer] (m, D) are its

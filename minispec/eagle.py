@@ -149,6 +149,7 @@ def check_choices(choices, vocab: int | None = None, max_nodes: int | None = Non
             raise ValueError(f"choice {list(c)} needs its elder sibling {list(c[:-1]) + [c[-1] - 1]}")
     return paths
 
+
 class StaticTree:
     """EAGLE-1's static tree (a policy of minispec.drafting.HeadDrafter): every round drafts the
     nodes of `choices` (default TREE_CHOICES), node c + (r,) being its parent's r-th best child

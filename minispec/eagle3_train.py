@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .checkpoint import weights_fingerprint
 from .distill import SelfDistillation, validation_batches
 from .eagle3 import Eagle3Head, feature_layers_for, load_eagle3, save_eagle3
 from .eagle_train import check_regen_source, head_training_setup, precompute, recipe, training_record, warm_start
-from .checkpoint import weights_fingerprint
 from .train import TrainConfig, fit
-from .validate import check_int
 
 TTT_STEPS = 7           # the reference's unrolled steps
 
@@ -124,6 +123,24 @@ DRAFT_VOCAB = 2048      # half the target's 4096 (chapter 5 measures the trade-o
 VOCAB_BATCHES = 200     # training batches counted to choose the draft vocabulary
 
 
+def check_options(vocab_source: str, ttt_steps) -> None:
+    if vocab_source not in ("data", "corpus"):
+        raise ValueError(f"vocab_source must be 'data' or 'corpus', got {vocab_source!r}")
+    if isinstance(ttt_steps, bool) or not isinstance(ttt_steps, int) or ttt_steps < 1:
+        raise ValueError(f"ttt_steps must be an integer >= 1, got {ttt_steps!r}")
+
+
+def vocab_counts(target, data, tokens, vocab_source: str, num_batches) -> np.ndarray:
+    """How often each target id occurs where the draft vocabulary is chosen from: the first
+    VOCAB_BATCHES training batches (vocab_source "data"; of regenerated batches, only the target's
+    own tokens, not the prompts), or the whole corpus ("corpus")."""
+    if vocab_source == "corpus":
+        return token_counts(tokens.values(), target.vocab_size)
+    skip = data.prompt_len if data.source == "regenerated" else 0
+    return token_counts((data.batch(s).ids[:, skip:].cpu().numpy()
+                         for s in range(min(VOCAB_BATCHES, num_batches or VOCAB_BATCHES))), target.vocab_size)
+
+
 def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = None, ttt_steps: int = TTT_STEPS,
                  draft_vocab_size: int = DRAFT_VOCAB, vocab_source: str = "data",
                  source: str = "regenerated", num_batches: int | None = None, cache_dir=None,
@@ -141,9 +158,7 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
     init: a trained head's folder to start from (a warm restart: the recipe's schedule runs
     again, the head keeps its draft vocabulary); with a new `seed` (the data stream's and the
     run's) it sees new data, so that training continues on more of it."""
-    if vocab_source not in ("data", "corpus"):
-        raise ValueError(f"vocab_source must be 'data' or 'corpus', got {vocab_source!r}")
-    check_int("ttt_steps", ttt_steps, 1)
+    check_options(vocab_source, ttt_steps)
     cfg = recipe(EAGLE3_TRAIN, steps, cfg, seed)
     check_regen_source(source, regen_temperature)            # before the target and the corpus load
     target, run_dir, out_dir, tokens, val_tokens = head_training_setup("eagle3", target, run_dir, out_dir,
@@ -184,14 +199,3 @@ def train_eagle3(target=None, out_dir=None, run_dir=None, steps: int | None = No
                                          ttt_steps=ttt_steps, vocab_source=vocab_source), val=metrics)
     print(f"eagle3 head: {head.num_params():,} parameters, {done['train_time_s'] / 60:.1f} min -> {out_dir}")
     return head
-
-
-def vocab_counts(target, data, tokens, vocab_source: str, num_batches) -> np.ndarray:
-    """How often each target id occurs where the draft vocabulary is chosen from: the first
-    VOCAB_BATCHES training batches (vocab_source "data"; of regenerated batches, only the target's
-    own tokens, not the prompts), or the whole corpus ("corpus")."""
-    if vocab_source == "corpus":
-        return token_counts(tokens.values(), target.vocab_size)
-    skip = data.prompt_len if data.source == "regenerated" else 0
-    return token_counts((data.batch(s).ids[:, skip:].cpu().numpy()
-                         for s in range(min(VOCAB_BATCHES, num_batches or VOCAB_BATCHES))), target.vocab_size)

@@ -122,7 +122,8 @@ def training_record(kind: str, command: str, cfg: TrainConfig, data: dict, init_
 def recipe(defaults: dict, steps: int | None, cfg: TrainConfig | None, seed: int | None) -> TrainConfig:
     """The training recipe: `cfg` if given, else the kind's defaults (with `steps` if given);
     a new `seed` (the data stream's and the run's) where given."""
-    cfg = cfg or TrainConfig(**{**defaults, **({"steps": steps} if steps else {})})
+    if cfg is None:
+        cfg = TrainConfig(**{**defaults, **({"steps": steps} if steps else {})})
     return cfg if seed is None else replace(cfg, seed=seed)
 
 
@@ -200,9 +201,9 @@ def train_eagle1(target=None, out_dir=None, run_dir=None, steps: int | None = No
     data_info = {"source": source, "num_batches": num_batches, "prompt_len": data.prompt_len if regen else None,
                  "regen_temperature": regen_temperature if regen else None}
     save_pretrained(head, out_dir, name="eagle1", token_shift=token_shift, target_sha256=target_sha256,
-                    tokenizer_sha256=getattr(target, "tokenizer_sha256", None), val=metrics,
+                    tokenizer_sha256=getattr(target, "tokenizer_sha256", None),
                     training=training_record("eagle1", command, cfg, data_info, init_info, done, target,
-                                             feature_loss=feature_loss))
+                                             feature_loss=feature_loss), val=metrics)
     print(f"eagle1 head: {head.num_params():,} parameters, validation {metrics}, "
           f"{done['train_time_s'] / 60:.1f} min -> {out_dir}")
     return head

@@ -78,6 +78,10 @@ class DraftModelDrafter:
         self.max_entropy = check_max_entropy(max_entropy)
         self.cache = draft.new_cache(max_len)
 
+    @property
+    def depth(self) -> int:
+        return self.gamma                            # a chain of gamma drafts
+
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         k = min(k, self.gamma)
         if k == 0:
@@ -98,8 +102,6 @@ class DraftModelDrafter:
                 break
             logits = self.draft(x.view(1, 1), cache=self.cache, logits_to_keep=1).logits[0, -1]
         return DraftTree.chain(torch.stack(xs).tolist(), torch.stack(qs) if qs else None)  # one sync
-
-    depth = property(lambda self: self.gamma)      # a chain of gamma drafts
 
     def observe(self, tokens: list[int], hidden) -> None:
         """Forget the rejected drafts: keep what the draft has read of tokens[:-1]."""
@@ -122,7 +124,9 @@ class PromptLookupDrafter:
         self.gamma = self.budget = check_gamma(gamma)
         self.device = device
 
-    depth = property(lambda self: self.gamma)      # a chain of at most gamma drafts
+    @property
+    def depth(self) -> int:
+        return self.gamma                            # a chain of at most gamma drafts
 
     def lookup(self, tokens: list[int], k: int) -> list[int]:
         L = len(tokens)
@@ -154,7 +158,9 @@ class OracleDrafter:
         self.sequence, self.vocab_size, self.device = list(sequence), vocab_size, device
         self.gamma = self.budget = check_gamma(gamma)
 
-    depth = property(lambda self: self.gamma)
+    @property
+    def depth(self) -> int:
+        return self.gamma
 
     def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
         L = len(tokens)

@@ -138,7 +138,7 @@ def test_tree_stepper_follows_greedy_decoding_across_drafter_changes():
     st = TreeStepper(target, head, prompt, choices=TREES["t8"])
     for i in range(6):
         if i % 2:
-            st.set_drafter(HeadDrafter(head, target, target.max_seq_len, DynamicTree(4 + i, depth=3, eagle_topk=2)))
+            st.set_drafter(HeadDrafter(head, target, target.max_seq_len, DynamicTree(total_tokens=4 + i, depth=3, eagle_topk=2)))
         elif i:
             st.set_drafter(HeadDrafter(head, target, target.max_seq_len, StaticTree(TREES["t4"])))
         r = st.step()

@@ -124,8 +124,8 @@ class RoundStepper(_Stepper):
 
 class TreeStepper(_Stepper):
     """One tree round at a time with an EAGLE-1 head and a static tree of `choices` (method
-    "eagle1-tree", or "eagle1" for a chain; or any drafter given, e.g. EAGLE-2's), through the package's own speculative_round.
-    step() returns a record with the tree, the accepted nodes, every node's fate, the target's
+    "eagle1-tree", or "eagle1" for a chain; or any drafter given, e.g. EAGLE-2's), through the
+    package's own speculative_round. step() returns a record with the tree, the accepted nodes, every node's fate, the target's
     top choice after the root and after every node, and the rows the coloured trace reads
     ("drafts": the accepted path)."""
 
