@@ -141,9 +141,14 @@ def verify_one_u_for_all_drafts(drafts, q, p, generator=None):
 
 
 def test_verifier_grader_passes_the_solution_and_the_package():
+    """The package's verifier passes too, as a copy: the package's own function is switched off
+    while a learner's is graded (see the end of this file)."""
+    import types
     from minispec.verify import verify_sampling
     assert exercises.grade_verifier(ch01.verify)
-    assert exercises.grade_verifier(verify_sampling)
+    copy = types.FunctionType(verify_sampling.__code__, verify_sampling.__globals__, "my_verify",
+                              verify_sampling.__defaults__)
+    assert exercises.grade_verifier(copy)
 
 
 def right_on_one_hot_inputs(wrong):
@@ -319,3 +324,60 @@ def test_draft_vocab_grader():
     for wrong, words in hints.items():
         r = exercises.grade_draft_vocab(wrong)
         assert not r and words in r.message, (wrong, r)
+
+
+# ------------------------------------------------------------------ no passing by calling the package
+def _cheats():
+    """For each grader, an answer that only calls the package's own implementation of it."""
+    from minispec.eagle2 import rerank
+    from minispec.eagle3 import Eagle3Head
+    from minispec.eagle3_train import draft_vocab, ttt_mask
+    from minispec.generation import autoregressive, generate
+    from minispec.model import ModelConfig
+    from minispec.sampling import SamplingParams
+    from minispec.speculative import PromptLookupDrafter
+    from minispec.tree import DraftTree, verify_tree_greedy
+    from minispec.verify import verify_sampling
+
+    def path_rerank(parents, logq, n):
+        s = []
+        for a, lq in zip(parents, logq):
+            s.append(lq + (s[a] if a >= 0 else 0.0))
+        return rerank(parents, s, n)
+
+    def maps_from_a_head(counts, size):
+        cfg = ModelConfig(vocab_size=size, dim=8, n_layers=1, n_heads=2, ffn_dim=8, max_seq_len=8)
+        head = Eagle3Head(cfg, len(counts))                    # builds its maps with set_vocab
+        head.set_vocab(draft_vocab(torch.tensor(counts), size))
+        return head.d2t, head.t2d
+
+    def maps_from_draft_vocab(counts, size):
+        ids = draft_vocab(torch.tensor(counts), size)
+        t2d = torch.zeros(len(counts), dtype=torch.bool)
+        t2d[ids] = True
+        return ids - torch.arange(size), t2d
+
+    return [
+        (exercises.grade_cached_greedy, lambda model, prompt, n: generate(model, prompt, n).tokens, "generate"),
+        (exercises.grade_cached_greedy, lambda model, prompt, n: autoregressive(
+            model, prompt, n, SamplingParams(0.0), None, None)[0], "autoregressive"),
+        (exercises.grade_prompt_lookup, lambda tokens, k, hi, lo: PromptLookupDrafter(
+            64, max_ngram=hi, min_ngram=lo).lookup(tokens, k), "PromptLookupDrafter.lookup"),
+        (exercises.grade_verifier, verify_sampling, "verify_sampling"),
+        (exercises.grade_tree_mask, lambda parents: DraftTree([0] * len(parents), parents).mask(), "DraftTree.mask"),
+        (exercises.grade_tree_greedy, lambda tokens, parents, logits: verify_tree_greedy(
+            DraftTree(tokens, parents), logits), "verify_tree_greedy"),
+        (exercises.grade_rerank, path_rerank, "rerank"),
+        (exercises.grade_ttt_mask, ttt_mask, "ttt_mask"),
+        (exercises.grade_draft_vocab, maps_from_a_head, "set_vocab"),
+        (exercises.grade_draft_vocab, maps_from_draft_vocab, "draft_vocab"),
+    ]
+
+
+@pytest.mark.parametrize("grader, cheat, name", _cheats(), ids=[c[2] for c in _cheats()])
+def test_a_grader_fails_an_answer_that_calls_the_package(grader, cheat, name):
+    """While the learner's function runs, the package's own implementation of the exercise
+    refuses (naming itself); afterwards it works again."""
+    verdict = grader(cheat)
+    assert not verdict and "switched off" in verdict.message and name in verdict.message, verdict
+    assert exercises.grade_rerank(ch04.rerank)                  # graders still use the package

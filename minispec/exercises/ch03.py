@@ -66,7 +66,7 @@ def grade_tree_mask(fn) -> Verdict:
                 hint = "siblings and cousins are hidden: only the path from the root"
             raise Fail(f"{case}: row {r} column {c} is {'visible' if seen[r, c] else 'hidden'}; {hint}")
         return "the tree mask is right on every tree (chains, stars, deep and random shapes)"
-    return judge("tree attention mask", body)
+    return judge("tree attention mask", body, switch_off=(DraftTree.mask,))
 
 
 def grade_tree_greedy(fn) -> Verdict:
@@ -109,7 +109,7 @@ def grade_tree_greedy(fn) -> Verdict:
                 hint = "walk from the root: at node a, the target's choice is argmax(logits[a + 1])"
             raise Fail(f"{case}: got ({acc}, {nxt}), expected ({list(want[0])}, {want[1]}); {hint}")
         return f"greedy tree verification agrees on {len(cases)} trees"
-    return judge("greedy tree verification", body)
+    return judge("greedy tree verification", body, switch_off=(verify_tree_greedy,))
 
 
 # ----------------------------------------------------------------------- the reference solutions

@@ -79,7 +79,7 @@ def grade_rerank(fn) -> Verdict:
                 hint = "keep the candidates with the highest path scores"
             raise Fail(f"{case}: got {got}, expected {want}; {hint}")
         return f"the rerank step agrees on {len(cases)} candidate sets"
-    return judge("EAGLE-2 rerank", body)
+    return judge("EAGLE-2 rerank", body, switch_off=(eagle2.rerank,))
 
 
 # ----------------------------------------------------------------------- the reference solutions

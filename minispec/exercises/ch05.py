@@ -55,7 +55,7 @@ def grade_ttt_mask(fn) -> Verdict:
                         "block 1..step must be visible")
             raise Fail(f"{case}: row {r}, block {block}, column {col} is {'visible' if seen[r, c] else 'hidden'}; {hint}")
         return "the training-time-test mask is right at every step (prefix causal, own chain on the diagonal)"
-    return judge("training-time-test mask", body)
+    return judge("training-time-test mask", body, switch_off=(eagle3_train.ttt_mask,))
 
 
 def grade_draft_vocab(fn) -> Verdict:
@@ -63,6 +63,7 @@ def grade_draft_vocab(fn) -> Verdict:
     ids (ties: the smaller id), numbered in increasing target-id order: d2t (size,) int64 with
     target id = draft id + d2t[draft id], and t2d (V,) bool marking the target ids kept."""
     from .. import eagle3_train   # the package's own draft_vocab; `draft_vocab` below is the reference solution
+    from ..eagle3 import Eagle3Head
 
     def body():
         rng = random.Random(0)
@@ -103,7 +104,7 @@ def grade_draft_vocab(fn) -> Verdict:
                 hint = "target id = draft id + d2t[draft id]"
             raise Fail(f"{case}: d2t {d2t.tolist()}, expected {want_d2t.tolist()}; {hint}")
         return "d2t and t2d are right on every case (ties, uniform counts, a vocabulary kept whole)"
-    return judge("draft vocabulary maps", body)
+    return judge("draft vocabulary maps", body, switch_off=(eagle3_train.draft_vocab, Eagle3Head.set_vocab))
 
 
 # ----------------------------------------------------------------------- the reference solutions

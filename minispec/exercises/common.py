@@ -4,11 +4,17 @@ The helpers run the learner's function and read what it returns.
 
 A grader's cases raise Fail with the message for the learner; `judge` turns the first one into a
 failing Verdict; a run without one is a pass.
+
+While the learner's function runs, the package's own implementation of the exercise (the
+functions a grader names in `judge(..., switch_off=...)`) raises instead of answering, so that
+an exercise cannot be passed by calling it; the grader itself still uses it for the expected
+answers, between the learner's calls.
 """
 from __future__ import annotations
 
 import html
 import numbers
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,18 +50,48 @@ class Fail(Exception):
     """A failed case, with the message for the learner."""
 
 
-def judge(exercise: str, body) -> Verdict:
-    """Run a grader's cases (`body`, which returns the message of a pass) into a Verdict."""
+_SWITCHED_OFF: list = []   # the package functions that refuse while the learner's code runs
+
+
+def judge(exercise: str, body, switch_off=()) -> Verdict:
+    """Run a grader's cases (`body`, which returns the message of a pass) into a Verdict;
+    `switch_off`: the package's functions that do what the exercise asks (see the module's doc)."""
+    _SWITCHED_OFF[:] = switch_off
     try:
         return Verdict(exercise, True, body())
     except Fail as e:
         return Verdict(exercise, False, str(e))
+    finally:
+        _SWITCHED_OFF.clear()
+
+
+def _refuse(*args, **kwargs):
+    # runs as the switched-off function, with ITS module's globals: builtins only
+    name = __import__("sys")._getframe().f_code.co_name          # its name, see switched_off
+    raise RuntimeError(f"minispec's own {name} is switched off while your function is graded: "
+                       "write the exercise's code yourself")
+
+
+@contextmanager
+def switched_off(functions):
+    """Within the block, each function (any reference to it: its code object is swapped) raises
+    a RuntimeError that names it; afterwards it is itself again."""
+    saved = [(f, f.__code__) for f in functions]
+    try:
+        for f in functions:
+            f.__code__ = _refuse.__code__.replace(co_name=f"{f.__module__}.{f.__qualname__}")
+        yield
+    finally:
+        for f, code in saved:
+            f.__code__ = code
 
 
 def call_student(what, fn, *args):
-    """Call the learner's function; an exception becomes a failed case that names it."""
+    """Call the learner's function, with the exercise's package functions switched off; an
+    exception becomes a failed case that names it."""
     try:
-        return fn(*args)
+        with switched_off(list(_SWITCHED_OFF)):
+            return fn(*args)
     except Exception as e:  # noqa: BLE001 - any error in student code is a finding, not a crash
         raise Fail(f"{what} raised {type(e).__name__}: {e}") from None
 
