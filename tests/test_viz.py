@@ -150,6 +150,22 @@ def test_tree_stepper_follows_greedy_decoding_across_drafter_changes():
     assert new == want[:len(new)] and len(new) >= 6
 
 
+def test_a_tree_round_that_accepts_nothing_ends_in_a_correction():
+    """A tree round whose drafts were all refused drafted something: its token is the target's
+    correction, not a plain step (the trace of chapters 2 to 5 counts it so)."""
+    from test_eagle import random_head
+    from minispec.eagle import TREES
+    from minispec.viz import TreeStepper
+    target = tiny_model()
+    st = TreeStepper(target, random_head(target, 1), [3, 1, 4, 1, 5], choices=TREES["t4"])
+    records = st.run(40)
+    refused = [r for r in records if not r["accepted"]]
+    assert refused, "an untrained head should miss at least once in 40 tokens"
+    assert all(round_fates(r)[-1][1] == "correction" for r in refused)
+    c = Trace(TOK, [3, 1, 4, 1, 5], records).counts()
+    assert c["plain"] == 0 and c["bonus"] + c["correction"] == len(records)
+
+
 def test_widget_callbacks_run_one_at_a_time():
     """A kernel may call widget callbacks from two threads; wrapped ones never overlap, while the
     same callbacks unwrapped do (so the check can fail)."""

@@ -15,10 +15,12 @@ FATE_HELP = {"accepted": "accepted draft", "rejected": "rejected draft",
 
 
 def round_fates(record: dict) -> list[tuple[int, str]]:
-    """[(token, fate), ...] of one round, in order: its drafts, then the target's token."""
+    """[(token, fate), ...] of one round, in order: its drafts (a tree round lists its accepted
+    path), then the target's token: the bonus, a correction (something was drafted and refused),
+    or a plain step (nothing was drafted)."""
     out = [(row["token"], "accepted" if row["accepted"] else ("rejected" if row["checked"] else "unchecked"))
            for row in record["drafts"]]
-    last = "bonus" if record["bonus"] else ("correction" if record["drafts"] else "plain")
+    last = "bonus" if record["bonus"] else ("correction" if record["n_drafted"] else "plain")
     return out + [(record["next_token"], last)]
 
 

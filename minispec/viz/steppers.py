@@ -115,7 +115,8 @@ class RoundStepper(_Stepper):
         if n < len(drafts) and not greedy:
             vals, ids = residual(r.p[n], q[n]).topk(top)
             res = {"tokens": ids.tolist(), "probs": vals.tolist()}
-        record = {"start": start, "last_token": self.tokens[start - 1], "drafts": rows, "n_accepted": n, "next_token": r.next_token,
+        record = {"start": start, "last_token": self.tokens[start - 1], "drafts": rows, "n_drafted": len(drafts),
+                  "n_accepted": n, "next_token": r.next_token,
                   "bonus": 0 < n == len(drafts), "residual": res, "greedy": greedy,
                   "bonus_choice": choices[len(drafts)]}
         self.history.append(record)
@@ -160,6 +161,6 @@ class TreeStepper(_Stepper):
                   "fates": tree_fates(tree, acc), "next_token": r.next_token, "greedy": self.params.greedy,
                   "target_choice": r.logits.argmax(-1).tolist(), "n_accepted": len(acc),
                   "drafts": [{"token": tree.tokens[i], "accepted": True, "checked": True} for i in acc],
-                  "bonus": len(tree) > 0 and leaf}
+                  "n_drafted": len(tree), "bonus": len(tree) > 0 and leaf}
         self.history.append(record)
         return record
