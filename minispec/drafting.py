@@ -138,20 +138,9 @@ class HeadDrafter:
         self.policy.fit(head, target, max_len)               # checks its settings, sets its sizes
         self.head, self.target = head, target
         self.feature_layers = head.target_layers(target)
+        self.depth, self.budget, self.extra_nodes = self.policy.depth, self.policy.budget, self.policy.extra_nodes
         self.cache = head.new_cache(max_len + self.policy.cache_nodes)
         self.pending = None   # (m, D) input features the head has not read yet
-
-    @property
-    def depth(self) -> int:
-        return self.policy.depth
-
-    @property
-    def budget(self) -> int:
-        return self.policy.budget
-
-    @property
-    def extra_nodes(self) -> int:
-        return self.policy.extra_nodes
 
     def observe(self, tokens: list[int], hidden: dict[int, torch.Tensor]) -> None:
         """The target has read the tokens before the last one; hidden[layer] (m, D) are its
