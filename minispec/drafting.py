@@ -179,11 +179,11 @@ class HeadDrafter:
         mask = torch.full((len(nodes), past + len(nodes)), float("-inf"), device=dev)
         mask[:, :L - 1] = 0.0                                                       # the real prefix
         for row, i in enumerate(nodes):
-            a = par[i]
-            while a >= 0:                                                           # ancestors' slots
-                mask[row, slot[a]] = 0.0
+            ancestors, a = [], par[i]
+            while a >= 0:
+                ancestors.append(slot[a])
                 a = par[a]
-            mask[row, past + row] = 0.0                                             # itself
+            mask[row, ancestors + [past + row]] = 0.0                               # ancestors, itself
         pos = torch.full((len(nodes),), L - 2 + depth, device=dev)
         return self.head(emb[None], feat_in[None], self.cache, position_ids=pos, attn_mask=mask)[0]
 
