@@ -71,8 +71,10 @@ def test_trace_counts_every_token_once_and_renders():
 def test_decode_stepper_follows_generate():
     model = tiny_model(0)
     ds = DecodeStepper(model, [3, 1, 4], SamplingParams(0.0))
-    got = [ds.step()["token"] for _ in range(8)]
-    assert got == generate(model, [3, 1, 4], 8).tokens
+    records = [ds.step() for _ in range(8)]
+    assert [r["token"] for r in records] == generate(model, [3, 1, 4], 8).tokens
+    # greedy shows the model's own distribution (not a one-hot), and takes its top token
+    assert all(r["token"] == r["top_tokens"][0] and 0 < r["p_token"] < 1 and r["entropy"] > 0 for r in records)
     ds.params = SamplingParams(1.0, top_k=3)
     r = ds.step(top=5)
     assert r["token"] in r["top_tokens"][:3] and r["top_probs"][3] == 0 and 0 < r["p_token"] <= 1

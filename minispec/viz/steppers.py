@@ -18,10 +18,12 @@ from .trees import tree_fates
 
 
 class DecodeStepper:
-    """Plain decoding one token at a time, with the distribution each token was drawn from.
+    """Plain decoding one token at a time, with the distribution each token was chosen from.
 
     `params` may be changed between steps (the notebook's sliders do). step() returns the top
-    tokens of the warped distribution p, their probabilities, and the token chosen.
+    tokens of the distribution p, their probabilities, its entropy and the token chosen: p is the
+    warped distribution the token is sampled from, or, when greedy, the model's own (softmax of
+    the logits), whose argmax greedy decoding takes (its warped form, one-hot, shows nothing).
     """
 
     def __init__(self, target, prompt_ids, params=SamplingParams(1.0), seed=0):
@@ -37,13 +39,14 @@ class DecodeStepper:
             raise ValueError("the context is full")
         x = torch.tensor([self._pending], device=self.target.device)
         logits = self.target(x, cache=self.cache, logits_to_keep=1).logits[0, -1]   # (V,)
-        p = warp(logits, self.params)                                               # (V,)
+        p = torch.softmax(logits.float(), -1) if self.params.greedy else warp(logits, self.params)   # (V,)
         tok = int(logits.argmax()) if self.params.greedy else int(sample(p, self.generator))
         probs, ids = p.topk(top)
         self.tokens.append(tok)
         self._pending = [tok]
         return {"top_tokens": ids.tolist(), "top_probs": probs.tolist(), "token": tok,
-                "p_token": float(p[tok]), "entropy": float(entropy(p))}
+                "p_token": float(p[tok]), "entropy": abs(float(entropy(p))),      # abs: no -0.00
+                "greedy": self.params.greedy}
 
 
 class _Stepper:
