@@ -42,7 +42,7 @@ def exact_distribution(model, prompt: list[int], params: SamplingParams, n_token
     return joint
 
 
-@torch.no_grad()
+@torch.inference_mode()   # as `generate` decodes: no autograd bookkeeping, ~10% less time per step
 def sequence_frequencies(target, prompt: list[int], params: SamplingParams, n_samples: int,
                          n_tokens: int = 3, seed: int = 0, method: str = "sps", draft=None,
                          verifier=None, **options) -> torch.Tensor:
@@ -65,8 +65,10 @@ def sequence_frequencies(target, prompt: list[int], params: SamplingParams, n_sa
     return counts.flatten()
 
 
-def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor, alpha_z: float = 3.719) -> bool:
-    """Pearson's chi-square test of counts against exact probs; True = consistent.
+def chi_square(counts: torch.Tensor, probs: torch.Tensor, alpha_z: float = 3.719) -> tuple[float, float]:
+    """Pearson's chi-square statistic of counts against exact probs, and the critical value it
+    must stay below: (statistic, critical). `chi_square_ok` is the test; the pair says by how much
+    a check passed or failed (the margin a planted bug is caught by).
 
     False-alarm rate 1e-4 (alpha_z is the one-sided normal quantile; 3.719 for 1e-4), with the
     Wilson-Hilferty approximation of the critical value. Cells expected fewer than 5 times are
@@ -83,8 +85,14 @@ def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor, alpha_z: float = 3.
     dof = len(obs) - 1
     if dof < 3:
         raise ValueError(f"the test has no power: only {dof + 1} cells after pooling; draw more samples")
-    crit = dof * (1 - 2 / (9 * dof) + alpha_z * math.sqrt(2 / (9 * dof))) ** 3
-    return stat < crit
+    return stat, dof * (1 - 2 / (9 * dof) + alpha_z * math.sqrt(2 / (9 * dof))) ** 3
+
+
+def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor, alpha_z: float = 3.719) -> bool:
+    """Pearson's chi-square test of counts against exact probs (see `chi_square`); True =
+    consistent, at a false-alarm rate of 1e-4."""
+    stat, critical = chi_square(counts, probs, alpha_z)
+    return stat < critical
 
 
 def verify_without_residual(draft: list[int], q: torch.Tensor, p: torch.Tensor, generator=None):

@@ -56,13 +56,39 @@ def test_bench_rejects_unknown_methods_and_domains(shipped):
         run_bench(target, tok, ["ar"], domains=["poetry"], limit=1, progress=False)
 
 
-def cli(*args):
+def cli_process(*args):
+    """`python -m minispec ARGS` in a fresh interpreter, as a user types it."""
     return subprocess.run([sys.executable, "-m", "minispec", *args], capture_output=True, text=True,
                           env={**os.environ, "MINISPEC_DEVICE": "cpu"}, timeout=300)
 
 
+def cli(*args):
+    """The same command line, run in this process (`__main__.main(args)`, stdout and stderr
+    captured): the same parser, commands and error handling, without a new interpreter's 2 s
+    of start-up per call. An exception other than the parser's exit propagates and fails the
+    test, as a traceback would."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+    from minispec.__main__ import main
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    device = os.environ.get("MINISPEC_DEVICE")
+    os.environ["MINISPEC_DEVICE"] = "cpu"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        if device is None:
+            del os.environ["MINISPEC_DEVICE"]
+        else:
+            os.environ["MINISPEC_DEVICE"] = device
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def test_cli_generate_prints_text_and_speed():
-    r = cli("generate", "--prompt", "Question: Ava has 3 apples.", "--max-new-tokens", "8")
+    r = cli_process("generate", "--prompt", "Question: Ava has 3 apples.", "--max-new-tokens", "8")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Question: Ava has 3 apples.")
     assert "tokens/s" in r.stdout
@@ -102,15 +128,25 @@ def test_cli_train_refuses_options_of_another_model(args, message):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.fixture(scope="module")
+def plain_answers(shipped):
+    """Every evaluation prompt with its first 32 tokens of plain greedy decoding (computed once
+    for the methods below)."""
+    target, _, tok = shipped
+    answers = []
+    for q in minispec.load_prompts():
+        ids = tok.encode(q["turns"][0])
+        answers.append((q, ids, minispec.generate(target, ids, 32, eos_id=tok.eot_id).tokens))
+    return answers
+
+
 @pytest.mark.parametrize("method, options", [("sps", {"gamma": 4}), ("pld", {"gamma": 4}),
                                              ("eagle1", {"gamma": 4}), ("eagle1-tree", {})])
-def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, method, options):
+def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shipped, plain_answers, method, options):
     target, draft, tok = shipped
     draft = minispec.load_eagle1(target) if method.startswith("eagle1") else {"sps": draft}.get(method)
     accepted = 0
-    for q in minispec.load_prompts():
-        ids = tok.encode(q["turns"][0])
-        ar = minispec.generate(target, ids, 32, eos_id=tok.eot_id).tokens
+    for q, ids, ar in plain_answers:
         spec = minispec.generate(target, ids, 32, eos_id=tok.eot_id, method=method, draft=draft, **options)
         assert spec.tokens == ar, f"question {q['question_id']}"
         accepted += spec.stats.num_accepted_tokens
