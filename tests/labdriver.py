@@ -258,6 +258,27 @@ _STATE_JS = """([path, widgetMime]) => {
   return {kernel: kernel ? kernel.status : 'none', cells};
 }""" % _PANEL_JS
 
+# What Run All's wait loop polls once a second: counts only (the full state above copies every
+# output, images included, and lays out their text: costly at that rate, so it is read once, at the end).
+_PROGRESS_JS = """(path) => {
+  const findPanel = %s;
+  const panel = findPanel(path);
+  if (!panel) return null;
+  const session = panel.sessionContext.session;
+  const kernel = session && session.kernel;
+  let code = 0, running = 0, done = 0, errored = false;
+  panel.content.widgets.forEach(cell => {
+    if (cell.model.type !== 'code' || !cell.model.sharedModel.getSource().trim()) return;
+    code += 1;
+    const prompt = (cell.node.querySelector('.jp-InputPrompt') || {}).textContent || '';
+    if (prompt.trim().startsWith('[*]')) running += 1;
+    if (cell.model.executionCount !== null) done += 1;
+    const outputs = cell.model.outputs;
+    for (let i = 0; i < outputs.length; i++) if (outputs.get(i).type === 'error') errored = true;
+  });
+  return {kernel: kernel ? kernel.status : 'none', code, running, done, errored};
+}""" % _PANEL_JS
+
 # Finds the top-level widgets in the outputs, lists their controls by description and tags them
 # (data-labcheck-widget on the widget, data-labcheck-control on each control) for Playwright.
 _WIDGETS_JS = """(path) => {
@@ -368,8 +389,9 @@ def check_notebook(lab: Lab, browser, notebook: Path, widgets: list[Widget], art
     except Exception as e:   # a Playwright timeout or a page that went away: still a clear message
         report.fail(f"the browser check stopped: {type(e).__name__}: {_short(str(e), 600)}")
     finally:
-        try:
-            report.screenshots.append(_screenshot_notebook(page, artifacts / f"{notebook.stem}.png"))
+        try:   # the whole notebook where something failed (a tall page costs seconds to draw), else the window
+            report.screenshots.append(_screenshot_notebook(page, artifacts / f"{notebook.stem}.png",
+                                                           whole=bool(report.problems)))
         except Exception as e:
             report.console.append(f"(no screenshot: {e})")
         try:
@@ -408,15 +430,12 @@ def _run_all(page, rel: str, report: Report):
     deadline = time.monotonic() + RUN_TIMEOUT_S
     started, state = False, None
     while time.monotonic() < deadline:
-        state = page.evaluate(_STATE_JS, [rel, WIDGET_MIME])
-        code = [c for c in state["cells"] if c["code"] and not c["empty"]]
-        running = [c for c in code if c["prompt"].startswith("[*]")]
-        done = [c for c in code if c["count"] is not None]
-        errored = any(o["type"] == "error" for c in code for o in c["outputs"])
-        started = started or bool(running or done)
-        if started and not running and state["kernel"] == "idle" and (len(done) == len(code) or errored):
-            return state
+        p = page.evaluate(_PROGRESS_JS, rel)
+        started = started or bool(p["running"] or p["done"])
+        if started and not p["running"] and p["kernel"] == "idle" and (p["done"] == p["code"] or p["errored"]):
+            return page.evaluate(_STATE_JS, [rel, WIDGET_MIME])
         time.sleep(1.0)
+    state = page.evaluate(_STATE_JS, [rel, WIDGET_MIME])
     busy = [c["index"] for c in state["cells"] if c["code"] and c["prompt"].startswith("[*]")] if state else []
     report.fail(f"Run All Cells did not finish within {RUN_TIMEOUT_S} s"
                 + (f"; cell {busy[0]} was still running" if busy else "")
@@ -562,8 +581,11 @@ def _slide(page, control, value: float) -> str | None:
     return f"it shows {now()} instead"
 
 
-def _screenshot_notebook(page, path: Path) -> Path:
-    """The whole notebook: the window made as tall as the notebook (capped), scrolled to the top."""
+def _screenshot_notebook(page, path: Path, whole: bool = True) -> Path:
+    """The notebook scrolled to the top; whole: the window made as tall as the notebook (capped)."""
+    if not whole:
+        page.screenshot(path=str(path))
+        return path
     height = page.evaluate("""() => Math.max(0, ...Array.from(document.querySelectorAll(
         '.jp-NotebookPanel-notebook, .jp-NotebookPanel-notebook .jp-WindowedPanel-outer'), n => n.scrollHeight))""")
     page.set_viewport_size({"width": 1400, "height": int(min(max(height + 200, 1000), 30000))})

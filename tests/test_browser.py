@@ -5,7 +5,8 @@ serves a copy of the notebook without outputs; Playwright opens it, runs Run > R
 checks that no cell shows an error, that every widget output renders as a widget (not a text
 fallback, "Loading widget..." or a model-not-found message; tqdm progress bars included), and
 that one interaction with each widget of WIDGETS changes its output as the chapter says.
-Screenshots go to $MINISPEC_BROWSER_ARTIFACTS (default test-artifacts/browser/).
+Screenshots (each widget after its interaction; the whole notebook where a check failed, else its
+first screen) go to $MINISPEC_BROWSER_ARTIFACTS (default test-artifacts/browser/).
 
 Marked `browser`: deselect with `-m "not browser"`. Skipped, with how to install it, where no
 Chromium is found ($MINISPEC_CHROMIUM names one explicitly). Check any notebook by hand with
