@@ -26,8 +26,8 @@ from .data import DOMAINS, load_prompts
 from .device import inference_threads
 from .generation import generate
 from .methods import get_method, make_drafter
-from .report import (Timings, add_oracle_fractions, add_peer_columns, add_predictions, format_summary,
-                     load_average, method_rows)
+from .report import (Timings, add_oracle_fractions, add_peer_columns, add_predictions, add_round_costs,
+                     format_summary, load_average, method_rows)
 
 __all__ = ["base_method", "run_bench", "gamma_sweep", "format_summary", "add_predictions"]
 
@@ -191,6 +191,7 @@ def _summarize(run, methods, questions, timed, seed, repeats, load_before, comma
     if run.peer_names:
         summary["peers"] = run.peers.describe()
         add_peer_columns(summary, run.peer_names)
+    add_round_costs(summary)
     return summary
 
 

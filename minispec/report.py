@@ -73,6 +73,22 @@ def _row(m, ds, questions, timed, repeats, temperature) -> dict:
                 ("verify", st.verify_time), ("bookkeeping", st.bookkeeping_time))}}
 
 
+def add_round_costs(summary: dict) -> None:
+    """Where a round's time goes, in units of T(1), plain decoding's time per token in the same
+    run and domain ((ar's wall time - its prefill) / its steps; summary["t1_ms"]): every row with
+    rounds gets "round_cost" = {draft, target, verify, bookkeeping}, each part's seconds per round
+    / T(1). A method pays when its tokens per round (tau) exceed the sum: tau / sum is its speedup,
+    prefill aside."""
+    ar = summary["methods"]["ar"]
+    t1 = {d: (r["wall_time"] - r["time_split"]["prefill"]) / r["steps"] for d, r in ar.items() if r["steps"]}
+    summary["t1_ms"] = {d: round(1e3 * t, 4) for d, t in t1.items()}
+    for per in summary["methods"].values():
+        for d, r in per.items():
+            if r["steps"] and d in t1 and r["mean_acceptance_length"] is not None:
+                r["round_cost"] = {k: round(r["time_split"][k] / r["steps"] / t1[d], 3)
+                                   for k in ("draft", "target", "verify", "bookkeeping")}
+
+
 def add_peer_columns(summary: dict, peer_names: list) -> None:
     """Every row's speedup over transformers' plain generate ("speedup_vs_hf"); the peers' rows
     have no acceptance (transformers does not report it)."""
@@ -136,11 +152,16 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
     rep = summary.get("repeats", 1)
     head = (f"device {summary['device']}, torch {summary['torch']}, {summary.get('threads', '?')} thread(s), "
             f"temperature {summary['temperature']}, max_new_tokens {summary['max_new_tokens']}"
-            + (f", median of {rep} repeats" if rep > 1 else ""))
+            + (f", median of {rep} repeats" if rep > 1 else "")
+            + (f"; per round, in units of T(1) = plain decoding's time per token ({summary['t1_ms']['all']:.2f} ms): "
+               "drafting, the target's pass, the verification rule, bookkeeping" if "all" in summary.get("t1_ms", {}) else ""))
     fraction = any("oracle_fraction" in r for per in summary["methods"].values() for r in per.values())
     vs_hf = "peers" in summary
+    split = any("round_cost" in r for per in summary["methods"].values() for r in per.values())
+    parts = ("draft", "target", "verify", "bookkeeping")
     cols = (["method", "domain", "tokens/s", "speedup"] + (["speedup range"] if rep > 1 else [])
-            + (["vs hf"] if vs_hf else []) + (["of oracle"] if fraction else []) + ["tau", "lossless"])
+            + (["vs hf"] if vs_hf else []) + (["of oracle"] if fraction else []) + ["tau", "lossless"]
+            + ([f"{k} T(1)" for k in parts] if split else []))
     rows = []
     for m, per in summary["methods"].items():
         for d, r in per.items():
@@ -149,8 +170,9 @@ def format_summary(summary: dict, markdown: bool = False) -> str:
                 if fraction else []
             hf = [f"{r['speedup_vs_hf']:.2f}x" if r.get("speedup_vs_hf") else "-"] if vs_hf else []
             tau = "-" if r["mean_acceptance_length"] is None else f"{r['mean_acceptance_length']:.2f}"
+            cost = ([f"{r['round_cost'][k]:.2f}" if "round_cost" in r else "-" for k in parts] if split else [])
             rows.append([m, d, f"{r['tokens_per_s']:.1f}", f"{r['speedup'] or 0:.2f}x", *rng, *hf, *frac,
-                         tau, str(r["lossless"])])
+                         tau, str(r["lossless"]), *cost])
     if markdown:
         return "\n".join([head + ":", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                          + ["| " + " | ".join(row) + " |" for row in rows])

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import minispec
-from minispec.bench import run_bench
+from minispec.bench import format_summary, run_bench
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,15 @@ def test_bench_writes_the_summary_and_answers(tmp_path, shipped):
     assert on_disk["methods"]["ar"]["all"]["mean_acceptance_length"] == 1.0
     assert on_disk["methods"]["ar"]["all"]["speedup"] == 1.0
     assert on_disk["methods"]["sps"]["all"]["mean_acceptance_length"] > 1.0
+    # a round's time in units of T(1): plain decoding's parts sum to one step; every method's parts
+    # add up to its decoding time (wall time less prefill)
+    t1 = on_disk["t1_ms"]["all"] / 1e3
+    assert sum(on_disk["methods"]["ar"]["all"]["round_cost"].values()) == pytest.approx(1.0, abs=0.01)
+    for m in ("sps", "pld"):
+        r = on_disk["methods"][m]["all"]
+        assert sum(r["round_cost"].values()) * r["steps"] * t1 == pytest.approx(
+            r["wall_time"] - r["time_split"]["prefill"], rel=0.02, abs=2e-3)
+    assert "draft T(1)" in format_summary(on_disk)
     answers = [json.loads(line) for line in (tmp_path / "answers" / "sps.jsonl").read_text().splitlines()]
     assert len(answers) == 3
     a = answers[0]
