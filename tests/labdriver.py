@@ -357,23 +357,62 @@ def strip_outputs(src: Path, dst: Path):
     dst.write_text(json.dumps(nb))
 
 
-def check_notebook(lab: Lab, browser, notebook: Path, widgets: list[Widget], artifacts: Path) -> Report:
+class LabPage:
+    """One browser page of JupyterLab for every notebook checked: the app loads once (seconds of
+    Chromium's time per load), each notebook then opens in it, runs, and is closed with its kernel
+    shut down. After a check that broke off, the next one starts on a fresh page."""
+
+    def __init__(self, lab: Lab, browser):
+        self.lab, self.browser = lab, browser
+        self.context = self.page = None
+        self.console: list[str] = []
+
+    def open(self, rel: str):
+        """The page with notebook `rel` opened in it (loading JupyterLab on the first call)."""
+        if self.page is None:
+            self.context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+            self.page = self.context.new_page()
+            self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}")
+                         if m.type in ("error", "warning") else None)
+            self.page.on("pageerror", lambda e: self.console.append(f"page error: {e}"))
+            self.page.goto(self.lab.url(rel), timeout=LOAD_TIMEOUT_S * 1000)
+        else:
+            self.page.evaluate("async (path) => { await window.jupyterapp.commands.execute('docmanager:open', "
+                               "{path, factory: 'Notebook'}); }", rel)
+        return self.page
+
+    def close_notebook(self, rel: str):
+        """Shut the notebook's kernel down and close its tab (discarding the run's outputs)."""
+        self.page.evaluate("""async (path) => { const p = (%s)(path); if (!p) return;
+            if (p.sessionContext.session) await p.sessionContext.shutdown();
+            p.context.model.dirty = false; p.dispose(); }""" % _PANEL_JS, rel)
+        self.page.set_viewport_size({"width": 1400, "height": 1000})
+
+    def reset(self):
+        if self.context is not None:
+            self.context.close()
+        self.context = self.page = None
+
+    def close(self):
+        self.reset()
+
+
+def check_notebook(lab_page: LabPage, notebook: Path, widgets: list[Widget], artifacts: Path) -> Report:
     """Open `notebook` (a stripped copy under the lab's root, notebooks/NAME) in JupyterLab, Run All
     Cells, and check: no cell shows an error; every widget output renders as a widget; each widget
     of `widgets` has its controls, and one interaction changes its output as its table says.
     Screenshots go to `artifacts`. Returns a Report; its problems are empty when all is well."""
     name = notebook.name
     rel = f"notebooks/{name}"
-    strip_outputs(notebook, lab.root / rel)
+    strip_outputs(notebook, lab_page.lab.root / rel)
     report = Report(name)
     artifacts.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.on("console", lambda m: report.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: report.console.append(f"page error: {e}"))
+    first_message = len(lab_page.console)
     t0 = time.monotonic()
+    page, broke_off = None, False
     try:
-        _open(page, lab, rel, report)
+        page = lab_page.open(rel)
+        _open(page, lab_page.lab, rel, report)
         report.seconds["open"] = round(time.monotonic() - t0, 1)
         if report.problems:
             return report
@@ -387,25 +426,27 @@ def check_notebook(lab: Lab, browser, notebook: Path, widgets: list[Widget], art
         _check_widgets(page, rel, widgets, report, stopped_at, artifacts)
         report.seconds["widgets"] = round(time.monotonic() - t2, 1)
     except Exception as e:   # a Playwright timeout or a page that went away: still a clear message
+        broke_off = True
         report.fail(f"the browser check stopped: {type(e).__name__}: {_short(str(e), 600)}")
     finally:
-        try:   # the whole notebook where something failed (a tall page costs seconds to draw), else the window
-            report.screenshots.append(_screenshot_notebook(page, artifacts / f"{notebook.stem}.png",
-                                                           whole=bool(report.problems)))
-        except Exception as e:
-            report.console.append(f"(no screenshot: {e})")
-        try:
-            page.evaluate("async (path) => { const p = (%s)(path); if (p) await p.sessionContext.shutdown(); }"
-                          % _PANEL_JS, rel)
-        except Exception:
-            pass
-        context.close()
+        if page is not None:
+            try:   # the whole notebook where something failed (a tall page costs seconds to draw), else the window
+                report.screenshots.append(_screenshot_notebook(page, artifacts / f"{notebook.stem}.png",
+                                                               whole=bool(report.problems)))
+            except Exception as e:
+                lab_page.console.append(f"(no screenshot: {e})")
+            try:
+                lab_page.close_notebook(rel)
+            except Exception:
+                broke_off = True
+        report.console[:0] = lab_page.console[first_message:]
+        if broke_off or report.problems:
+            lab_page.reset()          # the next notebook on a fresh page
         report.seconds["total"] = round(time.monotonic() - t0, 1)
     return report
 
 
 def _open(page, lab: Lab, rel: str, report: Report):
-    page.goto(lab.url(rel), timeout=LOAD_TIMEOUT_S * 1000)
     try:
         page.wait_for_function(
             """(path) => { const p = (%s)(path);
@@ -416,7 +457,7 @@ def _open(page, lab: Lab, rel: str, report: Report):
         report.fail(f"the notebook or its kernel did not come up in JupyterLab within {LOAD_TIMEOUT_S} s "
                     f"(server log:\n{lab.log_tail(15)})")
         return
-    # the notebook's tab in front (the only one, in a fresh workspace)
+    # the notebook's tab in front (the only one)
     page.evaluate("(path) => { const p = (%s)(path); window.jupyterapp.shell.activateById(p.id); }" % _PANEL_JS, rel)
 
 

@@ -1,7 +1,9 @@
 """Every chapter runs in a real JupyterLab, in a real (headless) Chromium, widgets included.
 
 For each notebooks/NN_*.ipynb: a JupyterLab server (free port, token, no browser of its own)
-serves a copy of the notebook without outputs; Playwright opens it, runs Run > Run All Cells and
+serves a copy of the notebook without outputs; Playwright opens it in the one JupyterLab page all
+chapters share (loaded once; each notebook is closed, its kernel shut down, after its check), runs
+Run > Run All Cells and
 checks that no cell shows an error, that every widget output renders as a widget (not a text
 fallback, "Loading widget..." or a model-not-found message; tqdm progress bars included), and
 that one interaction with each widget of WIDGETS changes its output as the chapter says.
@@ -20,8 +22,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from labdriver import (INSTALL_HINT, Click, Expect, Lab, Slide, Widget, check_notebook, find_chromium,  # noqa: E402
-                       launch_chromium, shows_coloured_html, shows_image, shows_line_starting, shows_text)
+from labdriver import (INSTALL_HINT, Click, Expect, Lab, LabPage, Slide, Widget, check_notebook,  # noqa: E402
+                       find_chromium, launch_chromium, shows_coloured_html, shows_image, shows_line_starting, shows_text)
 
 # The `browser` fixture (headless Chromium, or a skip that says how to install one) is in conftest.py,
 # shared with tests/test_site.py.
@@ -117,15 +119,18 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab_page(tmp_path_factory, browser):
+    """One JupyterLab server and one page of it for every chapter (each opens, runs and closes in it)."""
     home = tmp_path_factory.mktemp("jupyterlab")
     with Lab(home / "root", home) as server:
-        yield server
+        page = LabPage(server, browser)
+        yield page
+        page.close()
 
 
-def run_check(lab, browser, notebook: Path):
+def run_check(lab_page, notebook: Path):
     """The core: check one notebook (any path; its file name picks its WIDGETS entry)."""
-    report = check_notebook(lab, browser, notebook, WIDGETS[notebook.name], artifacts_dir())
+    report = check_notebook(lab_page, notebook, WIDGETS[notebook.name], artifacts_dir())
     (artifacts_dir() / f"{notebook.stem}.json").write_text(json.dumps(
         {"problems": report.problems, "seconds": report.seconds, "widget_cells": report.widget_cells,
          "console": report.console[-50:]}, indent=1))
@@ -137,11 +142,11 @@ def test_there_are_chapters():
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_chapter_runs_in_jupyterlab(browser, lab, notebook):
+def test_chapter_runs_in_jupyterlab(lab_page, notebook):
     assert notebook.name in WIDGETS, (
         f"{notebook.name} has no entry in WIDGETS in tests/test_browser.py: add one that lists its widgets "
         f"(an empty list if it has none)")
-    report = run_check(lab, browser, notebook)
+    report = run_check(lab_page, notebook)
     print(f"{notebook.name}: seconds {report.seconds}; widget outputs in cells {report.widget_cells}; "
           f"screenshots {[str(p) for p in report.screenshots]}")
     assert not report.problems, (f"{notebook.name} in JupyterLab ({len(report.problems)} problems; screenshots in "
@@ -156,11 +161,13 @@ if __name__ == "__main__":   # python tests/test_browser.py NOTEBOOK...: the sam
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp) / "root", Path(tmp)) as server, \
             sync_playwright() as pw:
         chromium = launch_chromium(pw, executable)
+        lab_page = LabPage(server, chromium)
         for arg in sys.argv[1:]:
-            r = run_check(server, chromium, Path(arg))
+            r = run_check(lab_page, Path(arg))
             print(f"{r.notebook}: {'FAIL' if r.problems else 'ok'} {r.seconds}, widget outputs in cells {r.widget_cells}")
             for problem in r.problems:
                 print("  " + problem.replace("\n", "\n    "))
             failed |= bool(r.problems)
+        lab_page.close()
         chromium.close()
     sys.exit(1 if failed else 0)
