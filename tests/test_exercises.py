@@ -141,6 +141,11 @@ def verify_one_u_for_all_drafts(drafts, q, p, generator=None):
 
 
 def test_verifier_grader_passes_the_solution():
+    """20 s of sampling: where nbgrader is installed, tests/test_assignments.py's autograde already
+    runs exactly this grader on the solution (chapter 1's solved notebook) and checks its full marks."""
+    import importlib.util
+    if importlib.util.find_spec("nbgrader") is not None:
+        pytest.skip("run by tests/test_assignments.py: nbgrader autogrades chapter 1's solution with this grader")
     assert exercises.grade_verifier(ch01.verify)
 
 
