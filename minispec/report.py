@@ -78,9 +78,12 @@ def add_round_costs(summary: dict) -> None:
     run and domain ((ar's wall time - its prefill) / its steps; summary["t1_ms"]): every row with
     rounds gets "round_cost" = {draft, target, verify, bookkeeping}, each part's seconds per round
     / T(1). A method pays when its tokens per round (tau) exceed the sum: tau / sum is its speedup,
-    prefill aside."""
+    prefill aside. (This T(1) is a whole plain decoding step, sampling and loop included; the cost
+    curve's T(1), `target_cost`, is the target's forward pass alone.) Rows without acceptance (the
+    peers) get none."""
     ar = summary["methods"]["ar"]
     t1 = {d: (r["wall_time"] - r["time_split"]["prefill"]) / r["steps"] for d, r in ar.items() if r["steps"]}
+    t1 = {d: t for d, t in t1.items() if t > 0}
     summary["t1_ms"] = {d: round(1e3 * t, 4) for d, t in t1.items()}
     for per in summary["methods"].values():
         for d, r in per.items():

@@ -131,6 +131,18 @@ class Lab:
         self._pages = getattr(self, "_pages", 0) + 1
         return f"{self.base}/lab/workspaces/check{self._pages}/tree/{rel_path}?token={self.token}"
 
+    def shutdown_kernels(self) -> None:
+        """Shut down every kernel the server runs (after a check that broke off, its kernel may
+        still be computing)."""
+        try:
+            with urllib.request.urlopen(f"{self.base}/api/kernels?token={self.token}", timeout=10) as r:
+                kernels = json.loads(r.read())
+            for k in kernels:
+                req = urllib.request.Request(f"{self.base}/api/kernels/{k['id']}?token={self.token}", method="DELETE")
+                urllib.request.urlopen(req, timeout=30).close()
+        except OSError:
+            pass
+
     def log_tail(self, n: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -365,36 +377,46 @@ class LabPage:
     def __init__(self, lab: Lab, browser):
         self.lab, self.browser = lab, browser
         self.context = self.page = None
-        self.console: list[str] = []
+        self.report: Report | None = None      # the check under way: console messages go to it
+
+    def _console(self, message: str):
+        if self.report is not None:
+            self.report.console.append(message)
 
     def open(self, rel: str):
         """The page with notebook `rel` opened in it (loading JupyterLab on the first call)."""
         if self.page is None:
             self.context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
             self.page = self.context.new_page()
-            self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}")
+            self.page.on("console", lambda m: self._console(f"{m.type}: {m.text}")
                          if m.type in ("error", "warning") else None)
-            self.page.on("pageerror", lambda e: self.console.append(f"page error: {e}"))
+            self.page.on("pageerror", lambda e: self._console(f"page error: {e}"))
             self.page.goto(self.lab.url(rel), timeout=LOAD_TIMEOUT_S * 1000)
         else:
             self.page.evaluate("async (path) => { await window.jupyterapp.commands.execute('docmanager:open', "
                                "{path, factory: 'Notebook'}); }", rel)
         return self.page
 
-    def close_notebook(self, rel: str):
-        """Shut the notebook's kernel down and close its tab (discarding the run's outputs)."""
+    def close_notebook(self, rel: str) -> bool:
+        """Shut the notebook's kernel down and close its tab (discarding the run's outputs). False
+        where the page is not clean afterwards (a dialog still open): then reset it."""
         self.page.evaluate("""async (path) => { const p = (%s)(path); if (!p) return;
             if (p.sessionContext.session) await p.sessionContext.shutdown();
             p.context.model.dirty = false; p.dispose(); }""" % _PANEL_JS, rel)
         self.page.set_viewport_size({"width": 1400, "height": 1000})
+        return self.page.locator(".jp-Dialog").count() == 0
 
     def reset(self):
+        """A fresh page for the next notebook; every kernel the server still runs is shut down."""
         if self.context is not None:
             self.context.close()
         self.context = self.page = None
+        self.lab.shutdown_kernels()
 
     def close(self):
-        self.reset()
+        if self.context is not None:
+            self.context.close()
+        self.context = self.page = None
 
 
 def check_notebook(lab_page: LabPage, notebook: Path, widgets: list[Widget], artifacts: Path) -> Report:
@@ -407,7 +429,7 @@ def check_notebook(lab_page: LabPage, notebook: Path, widgets: list[Widget], art
     strip_outputs(notebook, lab_page.lab.root / rel)
     report = Report(name)
     artifacts.mkdir(parents=True, exist_ok=True)
-    first_message = len(lab_page.console)
+    lab_page.report = report
     t0 = time.monotonic()
     page, broke_off = None, False
     try:
@@ -434,12 +456,12 @@ def check_notebook(lab_page: LabPage, notebook: Path, widgets: list[Widget], art
                 report.screenshots.append(_screenshot_notebook(page, artifacts / f"{notebook.stem}.png",
                                                                whole=bool(report.problems)))
             except Exception as e:
-                lab_page.console.append(f"(no screenshot: {e})")
+                report.console.append(f"(no screenshot: {e})")
             try:
-                lab_page.close_notebook(rel)
+                broke_off |= not lab_page.close_notebook(rel)
             except Exception:
                 broke_off = True
-        report.console[:0] = lab_page.console[first_message:]
+        lab_page.report = None
         if broke_off or report.problems:
             lab_page.reset()          # the next notebook on a fresh page
         report.seconds["total"] = round(time.monotonic() - t0, 1)
@@ -625,6 +647,8 @@ def _slide(page, control, value: float) -> str | None:
 def _screenshot_notebook(page, path: Path, whole: bool = True) -> Path:
     """The notebook scrolled to the top; whole: the window made as tall as the notebook (capped)."""
     if not whole:
+        page.evaluate("""() => document.querySelectorAll('.jp-NotebookPanel-notebook, .jp-WindowedPanel-outer')
+            .forEach(n => { n.scrollTop = 0; })""")
         page.screenshot(path=str(path))
         return path
     height = page.evaluate("""() => Math.max(0, ...Array.from(document.querySelectorAll(

@@ -87,8 +87,9 @@ def test_nbgrader_gives_the_solutions_full_marks_and_the_student_version_zero(co
         assert scores[aid, "unsolved"] == (0, total), aid
 
 
-# Chapter 1's solved submission is left out here: its verifier check costs about 30 s of CPU time,
-# and nbgrader has just run it on that notebook (tests/test_exercises.py runs it on the solution).
+# Chapter 1's solved submission is left out here: its verifier check costs about 20 s of CPU time,
+# and nbgrader has just run it on that notebook (the one run of that grader on the solution:
+# tests/test_exercises.py leaves it to this file where nbgrader is installed).
 @pytest.mark.parametrize("student", ["solved", "unsolved"])
 def test_minispec_grade_agrees_with_nbgrader(course, student, capsys):
     root, scores = course

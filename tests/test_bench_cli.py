@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -160,6 +161,29 @@ def test_greedy_is_identical_to_plain_decoding_on_every_evaluation_prompt(shippe
         assert spec.tokens == ar, f"question {q['question_id']}"
         accepted += spec.stats.num_accepted_tokens
     assert accepted > 0  # the drafts were really checked, not all skipped
+
+
+def test_round_costs_are_seconds_per_round_over_plain_decodings_time_per_token():
+    """Hand-made rows: ar decodes 10 steps in 0.5 s after a 0.1 s prefill (T(1) = 50 ms); a method
+    spends 0.3 s drafting, 1.2 s in the target, 0.06 s verifying and 0.04 s elsewhere over 8
+    rounds; a peer has no acceptance, so no split; an old summary prints without the columns."""
+    from minispec.report import add_round_costs
+
+    def row(wall, prefill, steps, draft=0.0, target=0.0, verify=0.0, tau=1.0):
+        split = {"prefill": prefill, "draft": draft, "target": target, "verify": verify,
+                 "bookkeeping": round(wall - prefill - draft - target - verify, 6)}
+        return {"wall_time": wall, "time_split": split, "steps": steps, "mean_acceptance_length": tau}
+    summary = {"methods": {"ar": {"all": row(0.6, 0.1, 10, target=0.45, verify=0.02)},
+                           "m": {"all": row(1.7, 0.1, 8, draft=0.3, target=1.2, verify=0.06, tau=3.0)},
+                           "peer": {"all": {**row(0.5, 0.0, 10), "mean_acceptance_length": None}}}}
+    add_round_costs(summary)
+    assert summary["t1_ms"] == {"all": 50.0}
+    assert summary["methods"]["m"]["all"]["round_cost"] == {"draft": 0.75, "target": 3.0, "verify": 0.15,
+                                                             "bookkeeping": 0.1}
+    assert sum(summary["methods"]["ar"]["all"]["round_cost"].values()) == pytest.approx(1.0)
+    assert "round_cost" not in summary["methods"]["peer"]["all"]
+    old = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "results" / "headline.json").read_text())
+    assert "T(1)" not in format_summary(old) and "eagle3" in format_summary(old)
 
 
 def test_repeats_report_the_median_run_and_the_spread(shipped, monkeypatch):

@@ -170,7 +170,7 @@ def sampled_tree(draft, tokens, params, how, g, memo=None):
         return DraftTree(toks, parents, torch.stack(qs))
 
 
-def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tree_sampling, n=3, seed=0):
+def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tree_sampling, n=3):
     """One tree round, then plain sampling from the target up to n tokens: the n-token
     sequences must follow the target's exact distribution."""
     import minispec.speculative as S
@@ -180,7 +180,7 @@ def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tr
     memo = {}
     try:
         for i in range(n_samples):
-            g = torch.Generator().manual_seed(seed + i)
+            g = torch.Generator().manual_seed(i)
             tokens, cache = list(PROMPT), target.new_cache()
             with torch.inference_mode():
                 target(torch.tensor([tokens[:-1]]), cache=cache)
@@ -188,7 +188,7 @@ def tree_sample_counts(target, draft, params, how, n_samples, verifier=verify_tr
             out = tokens[len(PROMPT):][:n]
             if len(out) < n:
                 out += generate(target, tokens, n - len(out), params.temperature, params.top_k, params.top_p,
-                                seed=10_000 + seed + i).tokens
+                                seed=10_000 + i).tokens
             counts[tuple(out)] += 1
     finally:
         S.verify_tree_sampling = original
