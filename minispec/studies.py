@@ -122,3 +122,57 @@ def vocab_study(target, tokenizer, head: Eagle3Head, sizes, rankings: dict, limi
     summary["coverage"] = {"eagle3": round(float(head.t2d[best].float().mean()), 4), **coverage}
     summary["sizes"], summary["rankings"] = list(sizes), list(rankings)
     return summary
+
+
+def round_profile(target, head, prompts: list[list[int]], method: str = "eagle3", max_new_tokens: int = 128,
+                  eos_id: int | None = None, **options) -> dict:
+    """Where a tree method's drafting time goes, by function (issue: lean drafting). Greedy
+    generations of `method` with `head` on `prompts`, with wall-clock accumulators around the
+    drafter's parts (no cProfile: its per-call overhead would swamp these small calls), then plain
+    decoding on the same prompts for T(1), its time per token. Returns {"T1_ms", "rounds", "tau",
+    "split" (the round's draft / target / verify / bookkeeping per round, in T(1)), "parts"
+    (name -> {"calls", "ms", "T1"} per round; a part's time includes the parts it calls)}."""
+    import time
+    from . import drafting
+    from .eagle import StaticTree
+    from .eagle2 import DynamicTree
+    acc, calls = {}, {}
+    parts = [(drafting.HeadDrafter, "propose", "propose: the whole drafting"),
+             (drafting.HeadDrafter, "catch_up", "catch_up: the head reads the verified tokens"),
+             (drafting.HeadDrafter, "head_level", "head_level: one tree level (mask, then the head)"),
+             (type(head), "forward", "the head's forward (catch-up and levels)"),
+             (type(head), "node_logits", "node_logits: the draft LM head, per level"),
+             (DynamicTree, "grow", "grow: expand (top-k, scores)"), (DynamicTree, "frontier", "frontier"),
+             (DynamicTree, "tree", "tree: rerank into the draft tree"),
+             (StaticTree, "grow", "grow: a static tree's children")]
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in parts]
+
+    def timed(f, label):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[label] = acc.get(label, 0.0) + time.perf_counter() - t
+                calls[label] = calls.get(label, 0) + 1
+        return wrapper
+    generate(target, prompts[0], 8, method=method, draft=head, **options)        # warm-up
+    try:
+        for owner, name, label in parts:
+            f = owner.__dict__[name]
+            setattr(owner, name, staticmethod(timed(f.__func__, label)) if isinstance(f, staticmethod)
+                    else timed(f, label))
+        runs = [generate(target, ids, max_new_tokens, eos_id=eos_id, method=method, draft=head, **options).stats
+                for ids in prompts]
+    finally:
+        for owner, name, f in saved:
+            setattr(owner, name, f)
+    plain = [generate(target, ids, max_new_tokens, eos_id=eos_id).stats for ids in prompts]
+    t1 = sum(s.wall_time - s.prefill_time for s in plain) / sum(len(s.accept_lengths) for s in plain)
+    steps = sum(len(s.accept_lengths) for s in runs)
+    rounds = sum(s.num_drafts for s in runs) or 1
+    split = {k: sum(getattr(s, f"{k}_time") for s in runs) / steps / t1
+             for k in ("draft", "target", "verify", "bookkeeping")}
+    return {"T1_ms": 1e3 * t1, "rounds": rounds, "tau": sum(s.new_tokens for s in runs) / steps, "split": split,
+            "parts": {k: {"calls": calls[k] / rounds, "ms": 1e3 * v / rounds, "T1": v / rounds / t1}
+                      for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}}

@@ -91,3 +91,17 @@ def test_the_exact_test_catches_a_q_that_is_not_how_the_drafts_were_picked(monke
     # 3.6 times at 500), so the 3,000 of the test above catch this bug with room to spare
     counts, exact = sampled_eagle2(1000)
     assert not chi_square_ok(counts, exact)
+
+
+def test_round_profile_times_the_drafters_parts_and_puts_them_back():
+    from minispec.studies import round_profile
+    target, head = tiny_model(), random_head(tiny_model(), 2)
+    before = (HeadDrafter.propose, DynamicTree.grow, type(head).node_logits)
+    r = round_profile(target, head, [PROMPT, PROMPT[:3]], method="eagle2", max_new_tokens=12,
+                      total_tokens=5, depth=3, eagle_topk=2)
+    assert (HeadDrafter.propose, DynamicTree.grow, type(head).node_logits) == before     # unwrapped again
+    parts = r["parts"]
+    assert parts["propose: the whole drafting"]["calls"] == pytest.approx(1.0, abs=0.2)  # once a round
+    assert parts["grow: expand (top-k, scores)"]["calls"] <= 3                            # at most depth levels
+    assert parts["propose: the whole drafting"]["ms"] >= parts["node_logits: the draft LM head, per level"]["ms"]
+    assert r["T1_ms"] > 0 and r["tau"] >= 1 and set(r["split"]) == {"draft", "target", "verify", "bookkeeping"}
