@@ -37,14 +37,14 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     draft head was trained on, however that target was loaded. Remembered on the model until a
     tensor is replaced or changed in place (torch counts in-place changes in `_version`), so that
     checking a head against its target on every request costs nothing."""
-    state = model.state_dict()
-    try:
-        key = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+    try:                             # (parameters and buffers: cheaper to list than a state_dict)
+        key = tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
     except RuntimeError:             # tensors made under inference_mode keep no version counter
         key = None
     memo = model.__dict__.get("_weights_fingerprint")
     if key is not None and memo is not None and memo[0] == key:
         return memo[1]
+    state = model.state_dict()
     h = hashlib.sha256()
     for name, t in sorted(state.items()):
         h.update(f"{name}{tuple(t.shape)}".encode())

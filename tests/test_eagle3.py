@@ -146,14 +146,16 @@ def test_greedy_eagle3_equals_plain_greedy(options):
 
 def test_eagle3_sampling_matches_the_target_exactly():
     """Dynamic trees from a head whose draft vocabulary leaves out 6 of the 16 tokens: the
-    3-token continuations still follow the target's exact distribution."""
+    3-token continuations still follow the target's exact distribution. 1,000 generations, as
+    for EAGLE-2 (tests/test_eagle2.py): the planted bug there (the tree claims a uniform q for
+    its deterministic picks), planted here, gave 4.9 to 5.2 times the critical value over 3 seeds."""
     target = tiny_model(2, SMALL4)
     with torch.no_grad():
         target.lm_head.weight.mul_(3.0)
     params = SamplingParams(1.0)
     exact = exact_distribution(target, PROMPT, params, 3).flatten()
     head = random_eagle3(target, 0, vocab=[0, 1, 3, 4, 6, 9, 10, 12, 13, 15])
-    counts = sequence_frequencies(target, PROMPT, params, 3000, method="eagle3", draft=head,
+    counts = sequence_frequencies(target, PROMPT, params, 1000, method="eagle3", draft=head,
                                   total_tokens=6, depth=3, eagle_topk=3)
     assert int(counts[exact == 0].sum()) == 0
     assert chi_square_ok(counts, exact)

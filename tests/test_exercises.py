@@ -141,7 +141,7 @@ def verify_one_u_for_all_drafts(drafts, q, p, generator=None):
 
 
 def test_verifier_grader_passes_the_solution():
-    """20 s of sampling: where nbgrader is installed, tests/test_assignments.py's autograde already
+    """Seconds of sampling: where nbgrader is installed, tests/test_assignments.py's autograde already
     runs exactly this grader on the solution (chapter 1's solved notebook) and checks its full marks."""
     import importlib.util
     if importlib.util.find_spec("nbgrader") is not None:
@@ -176,6 +176,16 @@ def test_verifier_grader_catches_wrong_verifiers_by_their_distribution(wrong):
     r = exercises.grade_verifier(right_on_one_hot_inputs(wrong))
     assert not r, wrong.__name__
     assert "distribution" in r.message and "FAIL" in repr(r)
+
+
+def test_the_verifier_grader_s_generations_catch_a_bonus_from_the_wrong_row_on_their_own():
+    """The model-free rounds catch every verifier above first; the whole generations of a small
+    model, the grader's last check, must have power of their own (3.3-4.1x the critical value
+    over five seeds at 1,000 generations, with the perfect draft)."""
+    from minispec.exercises.ch01 import _verifier_generations
+    from minispec.exercises.common import Fail
+    with pytest.raises(Fail, match="perfect draft"):
+        _verifier_generations(right_on_one_hot_inputs(verify_bonus_from_wrong_row), 1000)
 
 
 def test_verifier_grader_reports_a_crash_and_a_bad_return():

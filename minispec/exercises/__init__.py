@@ -8,7 +8,7 @@ says pass or fail and why.
     exercises.grade_cached_greedy(my_greedy)            # chapter 0
     exercises.grade_rollback(my_rollback)               # chapter 0
     exercises.grade_prompt_lookup(my_lookup)            # chapter 1
-    exercises.grade_verifier(my_verify)                 # chapter 1 (about 20 s on a CPU)
+    exercises.grade_verifier(my_verify)                 # chapter 1 (about 10 s on a CPU)
     exercises.grade_eagle_pairs(my_pairs)               # chapter 2
     exercises.grade_tree_mask(my_mask)                  # chapter 3
     exercises.grade_tree_greedy(my_verify_tree)         # chapter 3

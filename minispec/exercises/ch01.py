@@ -4,7 +4,7 @@ From notebooks/01_speculative_sampling.ipynb: the graders, then the reference so
 
     from minispec import exercises
     from minispec.exercises import ch01
-    exercises.grade_verifier(ch01.verify)                # PASS, in about 20 s on a CPU
+    exercises.grade_verifier(ch01.verify)                # PASS, in about 10 s on a CPU
 """
 from __future__ import annotations
 
@@ -85,27 +85,33 @@ def _verifier_corners(fn):
                    f"from the residual; got n_accepted={n}, next_token={nxt}")
 
 
-def _verifier_context_free(fn):
-    """A context-free target and draft (the same p and q at every position): then the tokens a
-    round emits, continued by plain sampling from p, must be independent draws from p. Cheap
-    (no model), so many samples: catches mistakes at later drafts (e.g. one u for all drafts)."""
+def _verifier_rows(fn):
+    """p and q that depend on the position only, not on the tokens before it (p_0, p_1, p_2 all
+    different): then the first three tokens a generation emits must be independent draws from
+    p_0, p_1 and p_2. Cheap (no model), so many samples: catches mistakes at later drafts (one u
+    for all drafts) and rows mixed up (the bonus token drawn from the last draft's row)."""
     g = torch.Generator().manual_seed(1)
-    pv = torch.tensor([0.30, 0.25, 0.20, 0.12, 0.08, 0.05])
-    qv = torch.tensor([0.10, 0.15, 0.40, 0.05, 0.20, 0.10])
-    k, trials = 3, 30_000
+    p = torch.tensor([[0.30, 0.25, 0.20, 0.12, 0.08, 0.05],     # (3, V): the target at positions 0, 1, 2
+                      [0.05, 0.10, 0.15, 0.20, 0.20, 0.30],
+                      [0.50, 0.02, 0.28, 0.02, 0.16, 0.02]])
+    q = torch.tensor([[0.10, 0.15, 0.40, 0.05, 0.20, 0.10],     # (2, V): the draft at positions 0, 1
+                      [0.20, 0.05, 0.15, 0.30, 0.10, 0.20]])
+    k, trials = 2, 20_000
+    # every trial's drafts (from q) and plain continuations (from p), drawn up front: (trials, 2), (trials, 3)
+    drafts = torch.stack([torch.multinomial(q[i], trials, replacement=True, generator=g) for i in range(k)], 1).tolist()
+    plain = torch.stack([torch.multinomial(p[i], trials, replacement=True, generator=g) for i in range(3)], 1).tolist()
     counts = torch.zeros(6, 6, 6)
-    for _ in range(trials):
-        drafts = torch.multinomial(qv, k, replacement=True, generator=g).tolist()
-        n, nxt = _pair(fn, drafts, qv.expand(k, 6), pv.expand(k + 1, 6), g)
-        out = drafts[:n] + [nxt]
-        while len(out) < 3:
-            out.append(int(torch.multinomial(pv, 1, generator=g)))
+    for t in range(trials):
+        n, nxt = _pair(fn, drafts[t], q, p, g)
+        out = drafts[t][:n] + [nxt]
+        out += plain[t][len(out):]                                # after a rejection, plain sampling goes on
         counts[tuple(out[:3])] += 1
-    exact3 = pv[:, None, None] * pv[None, :, None] * pv[None, None, :]
+    exact3 = p[0, :, None, None] * p[1, None, :, None] * p[2, None, None, :]
     if not chi_square_ok(counts, exact3):
-        raise Fail("with the same p and q at every position, the first three emitted tokens should be "
-                   f"independent draws from p; over {trials} rounds their distribution is not that. Check: a fresh u for "
-                   "every draft, min(1, p/q) of THAT draft's row, stop at the first rejection")
+        raise Fail("with p and q that depend on the position only, the first three emitted tokens should "
+                   f"be independent draws from p_0, p_1, p_2; over {trials} rounds their distribution is not "
+                   "that. Check: a fresh u for every draft, min(1, p/q) of THAT draft's row, the residual "
+                   "of the rejected draft's row, the bonus token from p[k]")
 
 
 def _verifier_generations(fn, n_samples: int):
@@ -131,17 +137,20 @@ def _verifier_generations(fn, n_samples: int):
                        "after all k are accepted sample the bonus token from p[k]")
 
 
-def grade_verifier(fn, n_samples: int = 3000) -> Verdict:
+def grade_verifier(fn, n_samples: int = 1000) -> Verdict:
     """fn(drafts: list[int], q: (k, V), p: (k+1, V), generator) -> (n_accepted, next_token),
-    the speculative-sampling rule. Checked on whole 3-token generations (two drafts per round,
-    so later positions, the residual and the bonus token all count) against the target's exact
-    distribution, with a poor draft (many rejections) and a perfect one (every round ends with
-    the bonus token)."""
+    the speculative-sampling rule. Checked on one-hot corner cases, then on 20,000 rounds with
+    position-dependent p and q and no model (each typical mistake of tests/test_exercises.py fails
+    there, by 4 times the critical value or more), then on whole 3-token generations of a small
+    model (two drafts per round, so later positions, the residual and the bonus token all count)
+    against the target's exact distribution, with a poor draft (many rejections) and a perfect
+    one (every round ends with the bonus token)."""
     def body():
         _verifier_corners(fn)
-        _verifier_context_free(fn)
+        _verifier_rows(fn)
         _verifier_generations(fn, n_samples)
-        return f"3-token generations follow the target's exact distribution ({2 * n_samples} samples)"
+        return (f"20000 rounds on position-dependent p and q, and {2 * n_samples} whole 3-token generations, "
+                "follow the target's exact distribution")
     from ..tree import verify_tree_sampling
     from ..verify import verify_sampling
     return judge("speculative sampling verifier", body, switch_off=(verify_sampling, verify_tree_sampling))

@@ -4,7 +4,7 @@
 c = get_config()  # noqa: F821 - provided by nbgrader when it reads this file
 
 c.CourseDirectory.course_id = "minispec"
-# Chapter 1's verifier check draws thousands of samples (about half a minute of CPU time, more on
-# a busy machine); nbgrader's default of 30 s per cell would fail a right answer.
+# Chapter 1's verifier check draws tens of thousands of samples (about 10 s of CPU time, much more
+# on a busy machine or a slow one); nbgrader's default of 30 s per cell could fail a right answer.
 # minispec.grading.TIMEOUT_S is the same limit for `python -m minispec grade`.
 c.Execute.timeout = 300
