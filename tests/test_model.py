@@ -190,3 +190,21 @@ def test_rotary_is_hugging_face_rotate_half():
     rotate_half = torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], dim=-1)
     torch.testing.assert_close(apply_rotary(x, cos, sin), x * ang.cos() + rotate_half * ang.sin(),
                                atol=1e-5, rtol=0)
+
+
+def test_rms_norm_gives_the_same_numbers_when_decoding_and_when_training():
+    """RMSNorm calls torch's fused kernel directly under no_grad/inference_mode (a faster path):
+    bit for bit F.rms_norm's numbers, and training still gets gradients."""
+    import torch.nn.functional as F
+    from minispec.model import RMSNorm
+    norm = RMSNorm(32, 1e-5)
+    with torch.no_grad():
+        norm.weight.normal_()
+    for shape in [(1, 1, 32), (2, 7, 32)]:
+        x = torch.randn(*shape) * 3
+        want = F.rms_norm(x, (32,), norm.weight, 1e-5)
+        with torch.inference_mode():
+            assert torch.equal(norm(x), want)
+        with torch.no_grad():
+            assert torch.equal(norm(x), want)
+        assert torch.equal(norm(x), want) and norm(x).requires_grad
