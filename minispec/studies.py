@@ -1,5 +1,6 @@
 """The studies the chapters report, above everything they measure: the EAGLE-1 ablations
-(chapter 2), EAGLE-2's calibration (chapter 4) and EAGLE-3's draft vocabulary (chapter 5).
+(chapter 2), EAGLE-2's calibration (chapter 4), EAGLE-3's draft vocabulary and why trees fall
+behind chains when sampling (chapter 5).
 Each runs the package's own generation or benchmark; none is needed to decode.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .distill import validation_batches
 from .eagle3 import Eagle3Head, restrict_vocab
 from .generation import check_prompt, generate
 from .methods import make_drafter
-from .sampling import SamplingParams
+from .sampling import SamplingParams, warp
 from .speculative import speculative_generate
 from .stats import GenerationStats
 
@@ -94,6 +95,47 @@ def calibration(target, head, prompts: list[list[int]], max_new_tokens: int = 64
         speculative_generate(target, tokens, max_new_tokens, SamplingParams(0.0), None, None, drafter,
                              on_round=record)
     return rec
+
+
+@torch.no_grad()
+def first_level_logits(target, head, seq: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced, over a whole text: for every position j >= 1, the target's logits for the
+    token after seq[j] and the head's for it as a round would draft them there (the root's
+    children: the head reads the target's own features at j - 1 and the token seq[j]).
+    Returns (target, head) logits, both (len(seq) - 1, V); row 0 is the token after seq[1]."""
+    if not getattr(head, "token_shift", True):
+        raise ValueError("first_level_logits needs a head with the token shift")
+    x = torch.tensor([seq], device=target.device)
+    out = target(x, hidden_layers=head.target_layers(target))
+    feats = head.input_features({i: h[0] for i, h in out.hidden_states.items()}, target)   # (T, D)
+    o = head(target.embed_tokens(x[:, 1:]), feats[None, :-1])[0]                            # (T-1, D)
+    return out.logits[0, 1:], head.node_logits(o, target)
+
+
+def first_level_acceptance(target, head, prompts: list[list[int]], temperature: float = 1.0,
+                           eagle_topk: int = 4, max_new_tokens: int = 64, seed: int = 0) -> dict[str, float]:
+    """Why dynamic trees fall behind a chain when sampling (chapter 5): the chance that a round's
+    first draft level is accepted, both ways, at every position of the target's own sampled
+    continuations of the prompts (p: the target's distribution at the temperature there; q: the
+    head's, from the target's features as in a round):
+
+        tree    the head's eagle_topk best tokens, each with a one-hot q: by the sibling rule one
+                of them is accepted with probability sum of p(x) over them (chapter 4)
+        chain   one token drawn from q at the temperature: accepted with probability
+                sum over x of min(p(x), q(x)) (chapter 1)
+
+    Returns the means over all positions and their number: {"tree", "chain", "positions"}."""
+    params, tree, chain = SamplingParams(temperature), [], []
+    for i, prompt in enumerate(prompts):
+        tokens = check_prompt(prompt, max_new_tokens, target.max_seq_len)
+        seq = tokens + generate(target, tokens, max_new_tokens, temperature=temperature, seed=seed + i).tokens
+        p_logits, q_logits = first_level_logits(target, head, seq)
+        rows = slice(max(len(tokens) - 2, 0), len(seq) - 2)   # the rows that predict the generated tokens
+        p, q = warp(p_logits[rows], params), warp(q_logits[rows], params)
+        picks = q_logits[rows].topk(eagle_topk, dim=-1).indices
+        tree += p.gather(-1, picks).sum(-1).tolist()
+        chain += torch.minimum(p, q).sum(-1).tolist()
+    return {"tree": float(np.mean(tree)), "chain": float(np.mean(chain)), "positions": len(tree)}
 
 
 def vocab_study(target, tokenizer, head: Eagle3Head, sizes, rankings: dict, limit: int | None = 10,

@@ -276,3 +276,30 @@ def test_the_shipped_head_fits_the_shipped_target_and_is_lossless():
     assert g.stats.mean_acceptance_length > 1.5                      # its drafts are really accepted
     with pytest.raises(CheckpointError, match="trained on the target whose weights"):
         minispec.load_eagle3(tiny_model(0, FOUR))                    # another target
+
+
+def test_first_level_acceptance_reads_the_root_children_a_round_drafts():
+    """studies.first_level_logits gives, at the prompt's end, the head's scores of the children a
+    real round gives the root; the acceptance study's two chances are probabilities, and with
+    every draft token a child the tree's is the draft vocabulary's mass, above the chain's."""
+    from minispec.drafting import HeadDrafter
+    from minispec.eagle2 import DynamicTree
+    from minispec.studies import first_level_acceptance, first_level_logits
+    target = tiny_model(2, FOUR)
+    head = random_eagle3(target, 0)
+    feats = head.target_layers(target)
+    with torch.no_grad():
+        out = target(torch.tensor([PROMPT[:-1]]), hidden_layers=feats)
+        d = HeadDrafter(head, target, 64, DynamicTree(total_tokens=6, depth=3, eagle_topk=3))
+        d.observe(PROMPT, {i: h[0] for i, h in out.hidden_states.items()})
+        tree = d.propose(list(PROMPT), 6, SamplingParams(0.0))
+    _, q_logits = first_level_logits(target, head, PROMPT)
+    root = torch.log_softmax(q_logits[len(PROMPT) - 2], -1)         # the row for the token after PROMPT
+    kids = tree.children(-1)
+    assert kids and [tree.tokens[i] for i in kids] == root.topk(len(kids)).indices.tolist()
+    torch.testing.assert_close(torch.tensor([tree.scores[i] for i in kids]), root[[tree.tokens[i] for i in kids]],
+                               atol=1e-4, rtol=1e-4)
+    r = first_level_acceptance(target, head, [PROMPT], eagle_topk=2, max_new_tokens=12)
+    assert r["positions"] == 12 and 0 <= r["tree"] <= 1 and 0 <= r["chain"] <= 1
+    everything = first_level_acceptance(target, head, [PROMPT], eagle_topk=len(head.draft_ids), max_new_tokens=12)
+    assert everything["tree"] >= everything["chain"] and everything["tree"] >= r["tree"]
