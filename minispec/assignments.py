@@ -47,9 +47,10 @@ position `length` on).""",
     "my_verify": """**Write the verifier yourself.** Implement `my_verify(drafts, q, p, generator)` from the three
 rules of the chapter's section 1: `drafts` is a list of $k$ token ids, `q` the $(k, V)$
 distributions they were drawn from, `p` the target's $(k+1, V)$; return
-`(n_accepted, next_token)`. Draw every random number with `generator`. The grader runs whole
-3-token generations through your verifier, with a poor draft and a perfect one, and compares
-them with the target's exact distribution (about half a minute of CPU time).""",
+`(n_accepted, next_token)`. Draw every random number with `generator`. The grader runs 20,000
+rounds on made-up $p$ and $q$, then whole 3-token generations through your verifier, with a poor
+draft and a perfect one, and compares them with the target's exact distribution (about 10 s of
+CPU time).""",
     "my_lookup": """**Prompt lookup.** Write `my_lookup(tokens, k, max_ngram, min_ngram)`: up to `k` draft tokens,
 what followed the *latest* earlier occurrence of the last $n$ tokens, trying $n$ from `max_ngram`
 down to `min_ngram`; `[]` when nothing matches (the last $n$ tokens themselves are not an

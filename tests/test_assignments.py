@@ -98,7 +98,7 @@ def test_nbgrader_gives_the_solutions_full_marks_and_the_student_version_zero(co
 # tests/test_exercises.py leaves it to this file where nbgrader is installed). The student
 # versions are the released notebooks: zero marks each, as nbgrader gave chapter 1's.
 @pytest.mark.parametrize("student", ["solved", "unsolved"])
-def test_minispec_grade_agrees_with_nbgrader(course, student, capsys):
+def test_minispec_grade_agrees_with_nbgrader_and_gives_every_student_version_zero(course, student, capsys):
     root, scores = course
     for chapter, aid in zip(grading.CHAPTERS, IDS):
         if (aid, student) == ("ch01", "solved"):

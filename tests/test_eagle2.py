@@ -91,7 +91,7 @@ def test_the_exact_test_catches_a_q_that_is_not_how_the_drafts_were_picked(monke
     # the critical value (2.5 to 3.6 times at 500). The tree verifier's own planted bugs are
     # tests/test_tree.py's, at 3,000 (through these dynamic trees they reach only about 1.2 times
     # the critical value at 3,000, 0.4 to 0.75 at 1,000).
-    counts, exact = sampled_eagle2(1000)
+    counts, exact = sampled_eagle2()
     assert not chi_square_ok(counts, exact)
 
 

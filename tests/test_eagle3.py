@@ -301,5 +301,17 @@ def test_first_level_acceptance_reads_the_root_children_a_round_drafts():
                                atol=1e-4, rtol=1e-4)
     r = first_level_acceptance(target, head, [PROMPT], eagle_topk=2, max_new_tokens=12)
     assert r["positions"] == 12 and 0 <= r["tree"] <= 1 and 0 <= r["chain"] <= 1
+    # by hand, position by position: p from the target run on the text before each generated token
+    from minispec.sampling import warp
+    seq = PROMPT + generate(target, PROMPT, 12, temperature=1.0, seed=0).tokens
+    _, q_all = first_level_logits(target, head, seq)
+    tree_p, chain_p = [], []
+    for k in range(len(PROMPT), len(seq)):                          # the generated tokens
+        with torch.no_grad():
+            p = warp(target(torch.tensor([seq[:k]])).logits[0, -1], SamplingParams(1.0))
+        q_logits = q_all[k - 2]                                     # the head's, as at the round's root
+        tree_p.append(float(p[q_logits.topk(2).indices].sum()))
+        chain_p.append(float(torch.minimum(p, warp(q_logits, SamplingParams(1.0))).sum()))
+    assert r["tree"] == pytest.approx(np.mean(tree_p), abs=1e-5) and r["chain"] == pytest.approx(np.mean(chain_p), abs=1e-5)
     everything = first_level_acceptance(target, head, [PROMPT], eagle_topk=len(head.draft_ids), max_new_tokens=12)
     assert everything["tree"] >= everything["chain"] and everything["tree"] >= r["tree"]

@@ -89,7 +89,9 @@ def _verifier_rows(fn):
     """p and q that depend on the position only, not on the tokens before it (p_0, p_1, p_2 all
     different): then the first three tokens a generation emits must be independent draws from
     p_0, p_1 and p_2. Cheap (no model), so many samples: catches mistakes at later drafts (one u
-    for all drafts) and rows mixed up (the bonus token drawn from the last draft's row)."""
+    for all drafts) and rows mixed up (the bonus token drawn from the last draft's row). Two
+    drafts a round, here as in the generations: a mistake only a third draft would show is not
+    tested."""
     g = torch.Generator().manual_seed(1)
     p = torch.tensor([[0.30, 0.25, 0.20, 0.12, 0.08, 0.05],     # (3, V): the target at positions 0, 1, 2
                       [0.05, 0.10, 0.15, 0.20, 0.20, 0.30],
