@@ -193,3 +193,36 @@ def test_widget_callbacks_run_one_at_a_time():
     assert not overlaps(one_at_a_time)
     assert overlaps(lambda f: f)
     assert one_at_a_time(show).__name__ == "show"
+
+
+def test_the_recorded_dynamic_tree_drafts_the_same_trees_and_records_expand_and_rerank():
+    """viz.RecordedDynamicTree (chapter 4's level-by-level picture) is EAGLE-2's policy unchanged:
+    round after round it drafts exactly DynamicTree's trees, and what it records is that round's:
+    eagle_topk children per frontier node at each step, the frontier the best eagle_topk of its
+    step, the kept candidates the tree's nodes (the best total_tokens scores, closed under parents)."""
+    import matplotlib.pyplot as plt
+    from test_eagle import random_head
+    from minispec.drafting import HeadDrafter
+    from minispec.eagle2 import DynamicTree
+    from minispec.viz import RecordedDynamicTree, TreeStepper, plot_expand_rerank
+    target = tiny_model()
+    head = random_head(target, 1)
+    settings = {"total_tokens": 7, "depth": 3, "eagle_topk": 3}
+    plain = TreeStepper(target, head, [3, 1, 4, 1, 5], drafter=HeadDrafter(head, target, 64, DynamicTree(**settings)))
+    drafter = HeadDrafter(head, target, 64, RecordedDynamicTree(**settings))
+    recorded = TreeStepper(target, head, [3, 1, 4, 1, 5], drafter=drafter)
+    for _ in range(4):
+        a, b = plain.step(), recorded.step()
+        assert (a["tree"].tokens, a["tree"].parents) == (b["tree"].tokens, b["tree"].parents)
+        policy, cand = drafter.policy, drafter.policy.cand
+        assert [len(lv["new"]) for lv in policy.levels] == [3, 9, 9]
+        for lv, nxt in zip(policy.levels, policy.levels[1:]):
+            best = sorted(lv["new"], key=lambda i: -cand.scores[i])[:3]
+            assert lv["frontier"] == best
+            assert {cand.parents[i] for i in nxt["new"]} == set(lv["frontier"])
+        assert policy.levels[-1]["frontier"] == []
+        assert [cand.tokens[i] for i in policy.kept] == b["tree"].tokens and len(policy.kept) == 7
+        dropped = max(cand.scores[i] for i in range(len(cand.tokens)) if i not in policy.kept)
+        assert min(cand.scores[i] for i in policy.kept) >= dropped
+        plot_expand_rerank(policy, TOK)
+        plt.close("all")

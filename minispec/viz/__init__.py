@@ -2,4 +2,5 @@
 from .notebook import fmt_prob, one_at_a_time, show
 from .rounds import FATE_COLORS, FATE_HELP, Trace, plot_round, round_fates
 from .steppers import DecodeStepper, RoundStepper, TreeStepper
-from .trees import plot_tree, plot_tree_mask, plot_ttt_mask, tree_fates, tree_layout
+from .trees import (RecordedDynamicTree, plot_expand_rerank, plot_tree, plot_tree_mask, plot_ttt_mask, tree_fates,
+                    tree_layout)

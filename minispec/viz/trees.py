@@ -1,11 +1,12 @@
-"""Pictures of draft trees (chapters 3 to 5): nodes by fate, the tree's attention mask, and
-EAGLE-3's training-time-test mask."""
+"""Pictures of draft trees (chapters 3 to 5): nodes by fate, the tree's attention mask, EAGLE-2's
+expand and rerank level by level, and EAGLE-3's training-time-test mask."""
 from __future__ import annotations
 
 import math
 
 import torch
 
+from ..eagle2 import DynamicTree, rerank
 from ..eagle3_train import ttt_mask
 from .rounds import FATE_COLORS
 
@@ -97,6 +98,66 @@ def plot_tree_mask(tree, tokenizer=None, accepted=(), ax=None):
     for i in accepted:
         ax.add_patch(plt.Rectangle((-0.5, i + 0.5), n, 1, fill=False, ec="#d62828", lw=1.5))
     ax.set_xlabel("attends to (key)"); ax.set_ylabel("node (query)")
+    return ax
+
+
+class RecordedDynamicTree(DynamicTree):
+    """EAGLE-2's policy, unchanged (the same trees), keeping what its last round did for
+    `plot_expand_rerank`: every level's new candidates and the frontier picked from them
+    (`levels`), all candidates (`cand`) and the ones rerank kept (`kept`)."""
+
+    def grow(self, cand, frontier, logits, params, generator):
+        new = super().grow(cand, frontier, logits, params, generator)
+        if frontier == [-1]:                  # the root's children: a new round
+            self.levels = []
+        self.levels.append({"new": new, "frontier": []})
+        return new
+
+    def frontier(self, cand, new):
+        self.levels[-1]["frontier"] = chosen = super().frontier(cand, new)
+        return chosen
+
+    def tree(self, cand, params):
+        self.cand, self.kept = cand, rerank(cand.parents, cand.scores, self.total_tokens)
+        return super().tree(cand, params)
+
+
+def plot_expand_rerank(policy: RecordedDynamicTree, tokenizer, ax=None):
+    """One round of EAGLE-2 level by level: a column per expand step with every candidate it
+    made, best score on top, joined to its parent; a thick border marks the frontier (expanded at
+    the next step), a filled box a candidate rerank kept, a grey one a candidate it dropped. Each
+    shows its token and path confidence exp(score)."""
+    import matplotlib.pyplot as plt
+    cand, kept = policy.cand, set(policy.kept)
+    rows = max(len(lv["new"]) for lv in policy.levels)
+    ax = ax or plt.subplots(figsize=(2.3 * (len(policy.levels) + 1), 0.42 * rows + 1.2))[1]
+    pos = {-1: (0, (rows - 1) / 2)}
+    for level, lv in enumerate(policy.levels, start=1):
+        for row, i in enumerate(sorted(lv["new"], key=lambda i: (-cand.scores[i], i))):
+            pos[i] = (level, row + (rows - len(lv["new"])) / 2)
+    for i, (x, y) in pos.items():
+        if i >= 0:
+            px, py = pos[cand.parents[i]]
+            ax.plot([px + 0.28, x - 0.28], [-py, -y], color="#2d6a4f" if i in kept else "#ccc", lw=1, zorder=1)
+    frontier = {i for lv in policy.levels for i in lv["frontier"]}
+    for i, (x, y) in pos.items():
+        if i < 0:
+            text, fc, lw = "root", "#ffffff", 1
+        else:
+            conf = 100 * math.exp(cand.scores[i])
+            text = f"{tokenizer.token_str(cand.tokens[i])!r}"[:9] + (f" {conf:.0f}%" if conf >= 10 else f" {conf:.1f}%")
+            fc, lw = ("#a8dadc" if i in kept else "#eeeeee"), (2.2 if i in frontier else 0.6)
+        ax.text(x, -y, text, ha="center", va="center", fontsize=7, zorder=2,
+                bbox=dict(boxstyle="round,pad=0.25", fc=fc, ec="#333", lw=lw))
+    ax.set_xticks(range(len(policy.levels) + 1))
+    ax.set_xticklabels(["root"] + [f"step {k}\n{len(lv['new'])} candidates" for k, lv in enumerate(policy.levels, 1)],
+                       fontsize=8)
+    ax.tick_params(axis="x", length=0); ax.set_yticks([])
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_xlim(-0.5, len(policy.levels) + 0.5); ax.set_ylim(-rows + 0.4, 0.6)
+    ax.set_title(f"expand: eagle_topk {policy.eagle_topk}, depth {policy.depth} (thick border: the frontier); "
+                 f"rerank keeps {len(kept)} of {len(cand.tokens)} (filled)", fontsize=9)
     return ax
 
 
