@@ -226,3 +226,26 @@ def test_the_recorded_dynamic_tree_drafts_the_same_trees_and_records_expand_and_
         assert min(cand.scores[i] for i in policy.kept) >= dropped
         plot_expand_rerank(policy, TOK)
         plt.close("all")
+
+
+def test_head_diagrams_read_the_real_modules():
+    """viz.plot_head (chapters 2 and 5): every size and parameter count in the boxes is the
+    head's own, so a head of another shape draws other numbers; a head of no EAGLE kind is refused."""
+    import matplotlib.pyplot as plt
+    from test_eagle import random_head
+    from test_eagle3 import random_eagle3
+    from minispec.viz import head_blocks, plot_head
+    target = tiny_model()
+    for head in (random_head(target), random_eagle3(target)):
+        boxes, arrows, (back_to, label) = head_blocks(head, target)
+        text = {name: t for name, t, *_ in boxes}
+        assert f"{sum(p.numel() for p in head.fc.parameters()):,} parameters" in text["fc"]
+        assert f"{target.vocab_size}" in text["emb"] and f"{head.config.dim}" in text["out"]
+        assert {a for pair in arrows for a in pair} <= set(text) and back_to in text
+        plot_head(head, target)
+        plt.close("all")
+    e3 = random_eagle3(target)
+    assert f"{e3.config.vocab_size} tokens" in dict((n, t) for n, t, *_ in head_blocks(e3, target)[0])["q"]
+    assert "layers " + ", ".join(map(str, e3.layers)) in dict((n, t) for n, t, *_ in head_blocks(e3, target)[0])["h"]
+    with pytest.raises(ValueError, match="EAGLE-1 or EAGLE-3 head"):
+        head_blocks(tiny_model(), target)
