@@ -181,3 +181,21 @@ def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
     load_into(model, state, source=str(Path(directory) / WEIGHTS))
     model.tokenizer_sha256 = info.get("tokenizer_sha256")  # lets a drafter be checked against its target
     return model.to(device or default_device()).eval()
+
+
+def training_runs(manifest: dict) -> list[dict]:
+    """A trained model's provenance, its first run first: a warm restart (`train --init`) records
+    the run it began from under "init", whose "sha256" names the weights it started from. Each
+    row: run, command, tokens (this run's) and tokens_total, minutes (this run's), and sha256 of
+    the weights the run ended with (the last one's is the manifest's own)."""
+    chain, r = [], manifest.get("training")
+    while r:
+        chain.insert(0, r)
+        r = r.get("init")
+    rows, tokens, seconds = [], 0, 0.0
+    for k, r in enumerate(chain):
+        end = chain[k + 1].get("init", {}).get("sha256") if k + 1 < len(chain) else manifest.get("sha256")
+        rows.append({"run": k + 1, "command": r.get("command", "?"), "tokens": r["tokens_seen"] - tokens,
+                     "tokens_total": r["tokens_seen"], "minutes": (r["train_time_s"] - seconds) / 60, "sha256": end})
+        tokens, seconds = r["tokens_seen"], r["train_time_s"]
+    return rows
