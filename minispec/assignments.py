@@ -5,10 +5,12 @@ cannot drift apart.
 
     python -m minispec.assignments notebooks/assignments/source     # rewrite the source notebooks
 
-Each exercise is three cells: the task (markdown), the function with its body between nbgrader's
-`### BEGIN SOLUTION` and `### END SOLUTION` (the reference solution, renamed to the name the
-chapter uses; the student version keeps the signature and gets `raise NotImplementedError()`),
-and an autograded test cell that runs the exercise's grader and asserts that it passed.
+Each exercise is three cells: the task (markdown), the function (the reference solution, renamed
+to the name the chapter uses) with the part the student writes between nbgrader's
+`### BEGIN SOLUTION` and `### END SOLUTION` (the reference marks these regions itself, so that
+the student version is a skeleton: the signature, the docstring and the scaffolding around
+`raise NotImplementedError()`; unmarked, the whole body is the region), and an autograded test
+cell that runs the exercise's grader and asserts that it passed.
 notebooks/assignments/README.md says how to release, collect and grade them.
 """
 from __future__ import annotations
@@ -87,10 +89,14 @@ bool tensor marking the target ids kept.""",
 
 
 def solution_cell(e: Exercise) -> str:
-    """The reference solution under the exercise's name: the signature stays in the student
-    version; the docstring and the body are the solution region."""
+    """The reference solution under the exercise's name. Where the solution marks its own solution
+    regions (the lines between `### BEGIN SOLUTION` and `### END SOLUTION`), the rest is the
+    student's skeleton: the signature, the docstring and the scaffolding around the part to write.
+    Otherwise the signature stays and the docstring and the body are the solution region."""
     source = inspect.getsource(e.reference())
     lines = source.splitlines()
+    if "### BEGIN SOLUTION" in source:
+        return source.rstrip("\n").replace(f"def {e.solution}(", f"def {e.name}(", 1)
     body_start = ast.parse(source).body[0].body[0].lineno - 1     # the docstring's first line
     header = "\n".join(lines[:body_start]).replace(f"def {e.solution}(", f"def {e.name}(", 1)
     return f"{header}\n    ### BEGIN SOLUTION\n" + "\n".join(lines[body_start:]) + "\n    ### END SOLUTION"
@@ -125,7 +131,8 @@ The exercises of `notebooks/{chapter_file}` that have automatic graders, {total}
 
 {listing}
 
-Write each function where it says `raise NotImplementedError()`, keeping its name and signature,
+Write each function where it says `raise NotImplementedError()`, keeping its name, signature and
+the lines around it,
 then run the cell after it: the grader says PASS, which earns the points, or FAIL with what went
 wrong and a hint. Grading runs the same graders, on tiny models on the CPU with fixed seeds, so
 the grade you see is the grade you get. Before you submit, restart the kernel and run all cells.

@@ -84,6 +84,32 @@ def test_release_has_no_solutions(course):
         assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text
 
 
+def test_released_exercises_are_skeletons_where_the_solution_marks_its_regions(course):
+    """A reference solution that marks the part to write gives the student the rest: every line
+    outside its solution regions is in the released notebook, no line inside them is."""
+    import inspect
+    root, _ = course
+    marked = 0
+    for e in grading.EXERCISES:
+        source = inspect.getsource(e.reference())
+        if "### BEGIN SOLUTION" not in source:
+            continue
+        marked += 1
+        release = json.loads((root / "release" / assignments.assignment_id(e.chapter) /
+                              f"{assignments.assignment_id(e.chapter)}.ipynb").read_text(encoding="utf-8"))
+        cell = next("".join(c["source"]) for c in release["cells"] if c["metadata"]["nbgrader"]["grade_id"] == e.name)
+        inside, kept, hidden = False, [], []
+        for line in source.splitlines()[1:]:                  # the def line is renamed
+            if line.strip() in ("### BEGIN SOLUTION", "### END SOLUTION"):
+                inside = line.strip() == "### BEGIN SOLUTION"
+            elif line.strip():
+                (hidden if inside else kept).append(line)
+        assert all(line in cell.splitlines() for line in kept), (e.name, cell)
+        assert not any(line in cell.splitlines() for line in hidden), (e.name, cell)
+        assert len(kept) > 2                                  # more than a docstring: a skeleton
+    assert marked >= 6
+
+
 def test_nbgrader_gives_the_solutions_full_marks_and_the_student_version_zero(course):
     _, scores = course
     for chapter, aid in zip(grading.CHAPTERS, IDS):

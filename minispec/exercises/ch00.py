@@ -109,12 +109,14 @@ def grade_rollback(fn) -> Verdict:
 def cached_greedy(model, prompt: list[int], n: int) -> list[int]:
     """Chapter 0: greedy decoding with the KV cache."""
     cache = model.new_cache()
-    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]   # the whole prompt once
     out = []
+    ### BEGIN SOLUTION
+    logits = model(torch.tensor([prompt]), cache=cache).logits[0, -1]   # the whole prompt once
     for _ in range(n):
         token = int(logits.argmax())
         out.append(token)
         logits = model(torch.tensor([[token]]), cache=cache).logits[0, -1]  # then one token a step
+    ### END SOLUTION
     return out
 
 

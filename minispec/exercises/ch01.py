@@ -162,12 +162,14 @@ def grade_verifier(fn, n_samples: int = 1000) -> Verdict:
 def prompt_lookup(tokens: list[int], k: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
     """Chapter 1: the continuation of the latest earlier occurrence of the last n tokens."""
     for n in range(max_ngram, min_ngram - 1, -1):
+        ### BEGIN SOLUTION
         if n >= len(tokens):
             continue  # an earlier occurrence needs at least one token before the suffix
         suffix = tokens[-n:]
         for start in reversed(range(len(tokens) - n)):
             if tokens[start:start + n] == suffix:
                 return tokens[start + n:start + n + k]
+        ### END SOLUTION
     return []
 
 
@@ -175,9 +177,13 @@ def verify(drafts: list[int], q: torch.Tensor, p: torch.Tensor, generator=None):
     """Chapter 1: speculative sampling. q (k, V), p (k+1, V). Returns (n_accepted, next_token)."""
     for i, x in enumerate(drafts):
         u = float(torch.rand(1, generator=generator, device=p.device))
+        ### BEGIN SOLUTION
         if u < min(1.0, float(p[i, x] / q[i, x])):
             continue                                        # accepted: look at the next draft
         r = torch.clamp(p[i] - q[i], min=0)                 # rejected: the residual
         r = r / r.sum() if r.sum() > 0 else p[i]
         return i, int(torch.multinomial(r, 1, generator=generator))
+        ### END SOLUTION
+    ### BEGIN SOLUTION
     return len(drafts), int(torch.multinomial(p[len(drafts)], 1, generator=generator))  # bonus
+    ### END SOLUTION

@@ -118,11 +118,13 @@ def tree_mask(parents: list[int]) -> torch.Tensor:
     n = len(parents) + 1
     mask = torch.full((n, n), float("-inf"))
     for row in range(n):
+        ### BEGIN SOLUTION
         mask[row, 0] = 0.0                      # the root
         node = row - 1
         while node >= 0:                        # the node itself, then its ancestors
             mask[row, node + 1] = 0.0
             node = parents[node]
+        ### END SOLUTION
     return mask
 
 
@@ -131,6 +133,7 @@ def tree_greedy(tokens: list[int], parents: list[int], logits: torch.Tensor):
     accepted, node = [], -1
     while True:
         choice = int(logits[node + 1].argmax())            # the target's token after `node`
+        ### BEGIN SOLUTION
         child = None
         for i, parent in enumerate(parents):
             if parent == node and tokens[i] == choice:
@@ -140,3 +143,4 @@ def tree_greedy(tokens: list[int], parents: list[int], logits: torch.Tensor):
             return accepted, choice
         accepted.append(child)
         node = child
+        ### END SOLUTION

@@ -88,8 +88,12 @@ def rerank(parents: list[int], logq: list[float], total_tokens: int) -> list[int
     total_tokens, in candidate order (parents first). Unlike minispec.eagle2.rerank it takes each
     candidate's own log q, and needs no closing under parents: with log q <= 0 a child never
     outscores its parent, and on a tie the parent, made first, sorts first."""
-    score = []
+    score = []                                   # score[i]: candidate i's path score
+    ### BEGIN SOLUTION
     for parent, lq in zip(parents, logq):
         score.append(lq + (score[parent] if parent >= 0 else 0.0))
+    ### END SOLUTION
+    ### BEGIN SOLUTION
     best = sorted(range(len(score)), key=lambda i: (-score[i], i))[:total_tokens]
     return sorted(best)
+    ### END SOLUTION

@@ -111,21 +111,28 @@ def grade_draft_vocab(fn) -> Verdict:
 def ttt_mask(T: int, step: int) -> torch.Tensor:
     """Chapter 5: the training-time-test mask at unrolled step `step`: block 0 causal (the real
     prefix), then one block per earlier step where a chain sees only its own position."""
-    blocks = [torch.full((T, T), float("-inf")).triu(1)]
+    blocks = []                                  # (T, T) each: step 0's keys, then steps 1..step
+    ### BEGIN SOLUTION
+    blocks.append(torch.full((T, T), float("-inf")).triu(1))
     for _ in range(step):
         diag = torch.full((T, T), float("-inf"))
         for t in range(T):
             diag[t, t] = 0.0
         blocks.append(diag)
+    ### END SOLUTION
     return torch.cat(blocks, dim=1)
 
 
 def draft_vocab(counts: list[int], size: int):
     """Chapter 5: EAGLE-3's draft vocabulary maps. The `size` most frequent target ids (ties: the
     smaller id), numbered in increasing target-id order; d2t[i] = target id - i, t2d marks them."""
+    ### BEGIN SOLUTION
     ranked = sorted(range(len(counts)), key=lambda i: (-counts[i], i))[:size]
     ids = sorted(ranked)
-    d2t = torch.tensor([t - i for i, t in enumerate(ids)], dtype=torch.long)
+    ### END SOLUTION
     t2d = torch.zeros(len(counts), dtype=torch.bool)
+    ### BEGIN SOLUTION
+    d2t = torch.tensor([t - i for i, t in enumerate(ids)], dtype=torch.long)
     t2d[ids] = True
+    ### END SOLUTION
     return d2t, t2d
