@@ -53,6 +53,15 @@ def _pld(target, draft, max_len, gamma, max_ngram, min_ngram):
     return PromptLookupDrafter(target.vocab_size, gamma, max_ngram, min_ngram, target.device)
 
 
+def _suffix(target, store, max_len, total_tokens, max_depth, max_spec_factor, min_token_prob):
+    from .suffix import SuffixDrafter, SuffixStore
+    if store is not None and not isinstance(store, SuffixStore):
+        raise ValueError("method 'suffix' drafts from the request itself and, optionally, earlier outputs: "
+                         f"draft=None or a minispec.suffix.SuffixStore, got a {type(store).__name__}")
+    return SuffixDrafter(target.vocab_size, total_tokens, max_depth, max_spec_factor, min_token_prob, store,
+                         target.device)
+
+
 def _oracle(target, sequence, max_len, gamma):
     from .speculative import OracleDrafter
     if (not isinstance(sequence, (list, tuple)) or not sequence
@@ -158,6 +167,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            {"gamma": Option(6, GAMMA_HELP),
             "max_ngram": Option(3, "longest n-gram to look up"),
             "min_ngram": Option(1, "shortest n-gram to look up")}),
+    Method("suffix", "SuffixDecoding: a draft tree from what followed the context's longest suffix earlier in "
+                     "the request (and in earlier outputs, with a store), no model", _suffix,
+           {"total_tokens": Option(16, "the most drafted tokens per round (the reference's num_speculative_tokens)"),
+            "max_depth": Option(24, "the longest stretch of tokens counted (the reference's max_tree_depth)"),
+            "max_spec_factor": Option(1.0, "draft at most this many tokens per token of the match", float),
+            "min_token_prob": Option(0.1, "draft no token whose path frequency is below this", float)},
+           None),   # no model: draft=None, or a minispec.suffix.SuffixStore of earlier outputs
     Method("oracle", "the ceiling: drafts the target's own greedy continuation, known in advance, at no cost "
                      "(the benchmark's yardstick, `bench --oracle`)", _oracle, {"gamma": Option(4, GAMMA_HELP)},
            "the prompt's ids followed by the target's plain greedy output"),
