@@ -185,17 +185,20 @@ def load_pretrained(directory, device=None, verify: bool = True) -> Transformer:
 
 def training_runs(manifest: dict) -> list[dict]:
     """A trained model's provenance, its first run first: a warm restart (`train --init`) records
-    the run it began from under "init", whose "sha256" names the weights it started from. Each
-    row: run, command, tokens (this run's) and tokens_total, minutes (this run's), and sha256 of
-    the weights the run ended with (the last one's is the manifest's own)."""
+    the run it began from under "init" (and that one its own), with the `weights_fingerprint` of
+    the weights it started from. Each row: run, command, tokens (this run's) and tokens_total,
+    minutes (this run's), and `fingerprint`, the weights_fingerprint the run ended with (None for
+    the last run: its weights are the manifest's own file). A run recorded without its numbers
+    (a warm start from a folder of another trainer's files) ends the history: the rows begin after it."""
     chain, r = [], manifest.get("training")
-    while r:
+    while r and r.get("tokens_seen") is not None and r.get("train_time_s") is not None:
         chain.insert(0, r)
         r = r.get("init")
     rows, tokens, seconds = [], 0, 0.0
     for k, r in enumerate(chain):
-        end = chain[k + 1].get("init", {}).get("sha256") if k + 1 < len(chain) else manifest.get("sha256")
-        rows.append({"run": k + 1, "command": r.get("command", "?"), "tokens": r["tokens_seen"] - tokens,
-                     "tokens_total": r["tokens_seen"], "minutes": (r["train_time_s"] - seconds) / 60, "sha256": end})
+        end = chain[k + 1]["init"].get("sha256") if k + 1 < len(chain) else None
+        rows.append({"run": k + 1, "command": r.get("command") or "?", "tokens": r["tokens_seen"] - tokens,
+                     "tokens_total": r["tokens_seen"], "minutes": (r["train_time_s"] - seconds) / 60,
+                     "fingerprint": end})
         tokens, seconds = r["tokens_seen"], r["train_time_s"]
     return rows

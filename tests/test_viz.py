@@ -249,3 +249,5 @@ def test_head_diagrams_read_the_real_modules():
     assert "layers " + ", ".join(map(str, e3.layers)) in dict((n, t) for n, t, *_ in head_blocks(e3, target)[0])["h"]
     with pytest.raises(ValueError, match="EAGLE-1 or EAGLE-3 head"):
         head_blocks(tiny_model(), target)
+    noshift = dict((n, t) for n, t, *_ in head_blocks(random_head(target, token_shift=False), target)[0])["tok"]
+    assert "x_t$" in noshift and "no token shift" in noshift

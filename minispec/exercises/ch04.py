@@ -92,8 +92,6 @@ def rerank(parents: list[int], logq: list[float], total_tokens: int) -> list[int
     ### BEGIN SOLUTION
     for parent, lq in zip(parents, logq):
         score.append(lq + (score[parent] if parent >= 0 else 0.0))
-    ### END SOLUTION
-    ### BEGIN SOLUTION
     best = sorted(range(len(score)), key=lambda i: (-score[i], i))[:total_tokens]
     return sorted(best)
     ### END SOLUTION

@@ -14,13 +14,16 @@ def head_blocks(head, target) -> tuple[list[tuple], list[tuple], tuple[str, str]
     modules: boxes (name, text, x, y, kind), arrows (from, to), and the feedback arrow: the box
     the head's output re-enters at the next step, and its label.
     kind: "target" (the target's, frozen), "head" (trained), "tensor" (data)."""
+    if getattr(head, "kind", None) not in ("eagle1", "eagle3"):
+        raise ValueError(f"no diagram for a {type(head).__name__}: an EAGLE-1 or EAGLE-3 head draws one")
     D, V = head.config.dim, target.vocab_size
     emb = ("emb", f"target's embedding\n{V} x {D}", 1, 0, "target")
-    tok = ("tok", "token $x_{t+1}$\n(drafted or\nsampled)", 0, 0, "tensor")
+    tok = ("tok", ("token $x_{t+1}$\n(drafted or\nsampled)" if getattr(head, "token_shift", True) else
+                   "token $x_t$\n(no token shift:\nnot $x_{t+1}$)"), 0, 0, "tensor")
     if head.kind == "eagle1":
         boxes = [tok, emb,
                  ("f", f"target's feature $f_t$\n(after its final norm)\n{D} wide", 1, 1, "tensor"),
-                 ("fc", f"fc: [$e_{{t+1}}$, $f_t$] -> {D}\n{2 * D} -> {D}, with bias\n{_count(head.fc)}", 2, 0.5, "head"),
+                 ("fc", f"fc: [$e$, $f_t$] -> {D}\n{2 * D} -> {D}, with bias\n{_count(head.fc)}", 2, 0.5, "head"),
                  ("layer", f"one decoder layer\n(no input norm)\n{_count(head.layers[0])}", 3, 0.5, "head"),
                  ("out", f"$\\hat f_{{t+1}}$\npredicted feature\n{D} wide", 4, 0.5, "tensor"),
                  ("lm", f"target's LM head\n{D} -> {V}, not trained", 5, 0.5, "target"),

@@ -104,7 +104,8 @@ def plot_tree_mask(tree, tokenizer=None, accepted=(), ax=None):
 class RecordedDynamicTree(DynamicTree):
     """EAGLE-2's policy, unchanged (the same trees), keeping what its last round did for
     `plot_expand_rerank`: every level's new candidates and the frontier picked from them
-    (`levels`), all candidates (`cand`) and the ones rerank kept (`kept`)."""
+    (`levels`), all candidates (`cand`) and the ones rerank kept (`kept`). A round that drafts
+    nothing (no head pass: nothing to catch up on) records nothing and leaves the last one."""
 
     def grow(self, cand, frontier, logits, params, generator):
         new = super().grow(cand, frontier, logits, params, generator)
@@ -145,7 +146,7 @@ def plot_expand_rerank(policy: RecordedDynamicTree, tokenizer, ax=None):
             text, fc, lw = "root", "#ffffff", 1
         else:
             conf = 100 * math.exp(cand.scores[i])
-            text = f"{tokenizer.token_str(cand.tokens[i])!r}"[:9] + (f" {conf:.0f}%" if conf >= 10 else f" {conf:.1f}%")
+            text = repr(tokenizer.token_str(cand.tokens[i])[:7]) + (f" {conf:.0f}%" if conf >= 10 else f" {conf:.2g}%")
             fc, lw = ("#a8dadc" if i in kept else "#eeeeee"), (2.2 if i in frontier else 0.6)
         ax.text(x, -y, text, ha="center", va="center", fontsize=7, zorder=2,
                 bbox=dict(boxstyle="round,pad=0.25", fc=fc, ec="#333", lw=lw))
@@ -156,7 +157,7 @@ def plot_expand_rerank(policy: RecordedDynamicTree, tokenizer, ax=None):
     for side in ("top", "right", "left", "bottom"):
         ax.spines[side].set_visible(False)
     ax.set_xlim(-0.5, len(policy.levels) + 0.5); ax.set_ylim(-rows + 0.4, 0.6)
-    ax.set_title(f"expand: eagle_topk {policy.eagle_topk}, depth {policy.depth} (thick border: the frontier); "
+    ax.set_title(f"expand: eagle_topk {policy.eagle_topk}, {len(policy.levels)} steps (thick border: the frontier); "
                  f"rerank keeps {len(kept)} of {len(cand.tokens)} (filled)", fontsize=9)
     return ax
 
