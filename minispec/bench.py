@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import weights_fingerprint
 from .data import DOMAINS, load_prompts
 from .device import inference_threads
 from .generation import generate
@@ -186,6 +187,9 @@ def _summarize(run, methods, questions, timed, seed, repeats, load_before, comma
         warnings.warn(f"the machine was busy during the benchmark (load average {load_after:.1f} with "
                       f"{threads} thread(s) of ours on {os.cpu_count()} cores): timings are not "
                       "trustworthy; tau and lossless are")
+    # which weights produced these numbers: a results file read later can be checked against the models
+    summary["weights"] = {label: weights_fingerprint(model) for label, model in
+                          [("target", run.target), *run.drafts.items()] if isinstance(model, torch.nn.Module)}
     for m in methods:
         summary["methods"][m] = method_rows(m, used, questions, timed, repeats, run.temperature)
     if run.peer_names:

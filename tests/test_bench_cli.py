@@ -238,6 +238,8 @@ def test_bench_variants_share_one_run(shipped):
                   domains=["math"], limit=1, max_new_tokens=12, progress=False, cost_curve_max=3)
     assert list(s["methods"]) == ["ar", "eagle1-tree@a", "eagle1-tree@b"]
     assert all(s["methods"][m]["math"]["lossless"] for m in s["methods"])
+    from minispec.checkpoint import weights_fingerprint     # the summary names the weights it measured
+    assert s["weights"] == {"target": weights_fingerprint(target), "eagle1-tree": weights_fingerprint(head)}
     assert s["target_cost"]["n"] == [1, 2, 3]
     # the cost model, where the curve covers a round's verification pass (1 + 1 tokens, or up to 3)
     a, b = s["methods"]["eagle1-tree@a"]["math"], s["methods"]["eagle1-tree@b"]["math"]
