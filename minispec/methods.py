@@ -62,6 +62,14 @@ def _suffix(target, store, max_len, total_tokens, max_depth, max_spec_factor, mi
                          target.device)
 
 
+def _hybrid(target, head, max_len, total_tokens, depth, eagle_topk, suffix_tokens, max_spec_factor, min_token_prob,
+            threshold):
+    from .suffix import HybridDrafter, SuffixDrafter
+    eagle = _eagle3(target, head, max_len, total_tokens, depth, eagle_topk)
+    return HybridDrafter(SuffixDrafter(target.vocab_size, suffix_tokens, 24, max_spec_factor, min_token_prob, None,
+                                       target.device), eagle, threshold)
+
+
 def _oracle(target, sequence, max_len, gamma):
     from .speculative import OracleDrafter
     if (not isinstance(sequence, (list, tuple)) or not sequence
@@ -174,6 +182,15 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             "max_spec_factor": Option(1.0, "draft at most this many tokens per token of the match", float),
             "min_token_prob": Option(0.1, "draft no token whose path frequency is below this", float)},
            None),   # no model: draft=None, or a minispec.suffix.SuffixStore of earlier outputs
+    Method("hybrid", "SuffixDecoding's tree where its frequencies expect at least `threshold` accepted drafts, "
+                     "else EAGLE-3's (chapter 6, to come)", _hybrid,
+           {**EAGLE2_OPTIONS,
+            "suffix_tokens": Option(16, "the most tokens the suffix tree drafts (suffix's total_tokens)"),
+            "max_spec_factor": Option(1.0, "the suffix tree: at most this many tokens per token of the match", float),
+            "min_token_prob": Option(0.1, "the suffix tree: no token whose path frequency is below this", float),
+            "threshold": Option(2.0, "use the suffix tree when the sum of its scores (its expected accepted drafts) "
+                                     "is at least this", float)},
+           "an EAGLE-3 head (minispec.load_eagle3(target))", _load_eagle3),
     Method("oracle", "the ceiling: drafts the target's own greedy continuation, known in advance, at no cost "
                      "(the benchmark's yardstick, `bench --oracle`)", _oracle, {"gamma": Option(4, GAMMA_HELP)},
            "the prompt's ids followed by the target's plain greedy output"),

@@ -152,3 +152,31 @@ class SuffixDrafter:
 
     def observe(self, tokens: list[int], hidden) -> None:
         pass                                         # propose reads the verified tokens itself
+
+
+class HybridDrafter:
+    """SuffixDecoding's tree when its frequency model expects at least `threshold` accepted drafts
+    (the sum of its nodes' scores), else the EAGLE head's tree: the combination the paper's authors
+    ship. The head reads every round's verified features either way (its catch-up covers the
+    rounds it did not draft), so switching costs nothing. `used` counts the rounds of each."""
+
+    def __init__(self, suffix: SuffixDrafter, head_drafter, threshold: float = 2.0):
+        if not (isinstance(threshold, (int, float)) and threshold >= 0):
+            raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
+        self.suffix, self.head, self.threshold = suffix, head_drafter, float(threshold)
+        self.feature_layers = head_drafter.feature_layers
+        self.depth = max(suffix.depth, head_drafter.depth)
+        self.budget = max(suffix.budget, head_drafter.budget)
+        self.extra_nodes = max(suffix.extra_nodes, head_drafter.extra_nodes)
+        self.used = {"suffix": 0, "head": 0}
+
+    def propose(self, tokens: list[int], k: int, params: SamplingParams, generator=None) -> DraftTree:
+        tree = self.suffix.propose(tokens, k, params, generator)
+        if len(tree) and sum(tree.scores) >= self.threshold:
+            self.used["suffix"] += 1
+            return tree
+        self.used["head"] += 1
+        return self.head.propose(tokens, k, params, generator)
+
+    def observe(self, tokens: list[int], hidden) -> None:
+        self.head.observe(tokens, hidden)

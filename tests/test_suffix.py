@@ -136,3 +136,67 @@ def test_bad_suffix_settings_and_drafts_get_clear_errors():
             generate(target, [1, 2, 3], 5, method="suffix", **bad)
     with pytest.raises(ValueError, match="SuffixStore"):
         generate(target, [1, 2, 3], 5, method="suffix", draft=tiny_model())
+
+
+# ------------------------------------------------------------------ the hybrid: suffix or EAGLE-3, round by round
+def hybrid_drafter(target, head, threshold, **suffix):
+    from minispec.drafting import HeadDrafter
+    from minispec.eagle2 import DynamicTree
+    from minispec.suffix import HybridDrafter
+    return HybridDrafter(SuffixDrafter(target.vocab_size, **suffix),
+                         HeadDrafter(head, target, 64, DynamicTree(6, 3, 3)), threshold)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, 100.0])
+def test_greedy_hybrid_equals_plain_greedy_and_uses_both_drafters(threshold):
+    from test_eagle3 import random_eagle3
+    from minispec.speculative import speculative_generate
+    target = tiny_model()
+    prompt = [3, 1, 4, 1, 5, 3, 1, 4, 1, 5, 3, 1]
+    want = generate(target, prompt, 40).tokens
+    drafter = hybrid_drafter(target, random_eagle3(target), threshold, min_token_prob=0.0, max_spec_factor=3.0)
+    with torch.no_grad():
+        tokens, _ = speculative_generate(target, list(prompt), 40, SamplingParams(0.0), None, None, drafter)
+    assert tokens == want
+    if threshold == 0.0:
+        assert drafter.used["suffix"] > 0 and drafter.used["head"] > 0   # no match: the head drafts
+    if threshold == 100.0:
+        assert drafter.used["suffix"] == 0
+    assert generate(target, prompt, 40, method="hybrid", draft=random_eagle3(target), threshold=threshold).tokens == want
+
+
+HYBRID_PROMPT = [1, 2, 3, 1, 2]
+
+
+def sampled_hybrid(n=1000):
+    """3-token continuations through the hybrid (threshold 0: the suffix tree whenever the request
+    repeats itself, else an untrained EAGLE-3 head's dynamic tree; about 1,160 suffix rounds and
+    1,400 head rounds in 1,000 generations), and the exact distribution. The planted uniform q
+    below fails at 6.2-7.3 times the critical value (three seeds of the sampling), the real rule
+    stays at 0.19-0.32 of it."""
+    from test_eagle3 import random_eagle3
+    target = tiny_model(2, SMALL)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(3.0)
+    params = SamplingParams(1.0)
+    exact = exact_distribution(target, HYBRID_PROMPT, params, 3).flatten()
+    counts = sequence_frequencies(target, HYBRID_PROMPT, params, n, method="hybrid", draft=random_eagle3(target),
+                                  threshold=0.0, min_token_prob=0.0, max_spec_factor=4.0, suffix_tokens=6,
+                                  total_tokens=6, depth=3, eagle_topk=3)
+    return counts, exact
+
+
+def test_hybrid_sampling_matches_the_target_exactly():
+    counts, exact = sampled_hybrid()
+    assert int(counts[exact == 0].sum()) == 0
+    assert chi_square_ok(counts, exact)
+
+
+def test_the_exact_test_catches_a_hybrid_whose_suffix_drafts_claim_a_uniform_q(monkeypatch):
+    import minispec.suffix as S
+
+    def uniform(tokens, vocab_size, device="cpu"):
+        return torch.full((len(tokens), vocab_size), 1.0 / vocab_size, device=device) if tokens else None
+    monkeypatch.setattr(S, "one_hot", uniform)
+    counts, exact = sampled_hybrid()
+    assert not chi_square_ok(counts, exact)
