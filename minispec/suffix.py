@@ -76,6 +76,14 @@ class SuffixTrie:
                 return node, m
         return None, 0
 
+    def match_last(self) -> tuple[list | None, int]:
+        """`match` of the text appended token by token, from the nodes `append` already holds for
+        its suffixes (no walk from the root)."""
+        for m in range(min(len(self.active), self.max_depth - 1), 0, -1):
+            if self.active[m - 1][1]:
+                return self.active[m - 1], m
+        return None, 0
+
 
 def grow(node, match_len: int, total_tokens: int, max_spec_factor: float, min_token_prob: float,
          max_depth: int) -> tuple[list[int], list[int], list[float]]:
@@ -138,8 +146,8 @@ class SuffixDrafter:
             self.local.append(t)
         self.seen = len(tokens)
         best = ([], [], [])
-        for trie in [self.local] + ([self.store.trie] if self.store is not None else []):
-            node, m = trie.match(tokens)
+        matches = [self.local.match_last()] + ([self.store.trie.match(tokens)] if self.store is not None else [])
+        for node, m in matches:
             if node is not None:
                 tree = grow(node, m, min(k, self.total_tokens), self.max_spec_factor, self.min_token_prob, k)
                 if sum(tree[2]) > sum(best[2]):

@@ -40,6 +40,13 @@ def test_the_trie_counts_every_stretch_up_to_max_depth_token_by_token_as_at_once
 def test_match_finds_the_longest_suffix_with_a_continuation():
     trie = SuffixTrie(8)
     trie.add([5, 6, 7, 8, 9, 6, 7, 1])
+    assert trie.match_last() == (None, 0)                          # add() keeps no suffix nodes
+    step, text = SuffixTrie(4), [5, 6, 7, 8, 9, 6, 7, 8, 5, 6, 7]
+    for n, t in enumerate(text, 1):                                # the drafter's shortcut = a walk from the root
+        step.append(t)
+        (a, m), (b, k) = step.match_last(), step.match(text[:n])
+        assert a is b and m == k
+    assert step.match_last()[1] == 3                               # 5 6 7 -> 8 earlier, within max_depth - 1
     node, m = trie.match([0, 5, 6, 7])
     assert m == 3 and set(node[1]) == {8}
     node, m = trie.match([0, 9, 6, 7])                             # 9 6 7 -> 1; 6 7 -> 8 or 1
@@ -83,6 +90,11 @@ def test_greedy_suffix_equals_plain_greedy_with_and_without_a_store(prompt):
     assert generate(target, prompt, 40, method="suffix", draft=store).stats.num_accepted_tokens > 0
 
 
+def uniform(tokens, vocab_size, device="cpu"):
+    """PLANTED BUG: deterministic picks verified as if drawn from a uniform q."""
+    return torch.full((len(tokens), vocab_size), 1.0 / vocab_size, device=device) if tokens else None
+
+
 SUFFIX_PROMPT = [4, 1, 2]
 STORE_TEXTS = ([1, 2, 5, 5, 9], [1, 2, 6, 6, 9], [1, 2, 5, 7, 9], [9, 12, 15, 13, 12])
 
@@ -119,11 +131,7 @@ def test_suffix_sampling_matches_the_target_exactly():
 
 
 def test_the_exact_test_catches_drafts_claimed_as_sampled_from_uniform(monkeypatch):
-    """Planted bug: deterministic picks verified as if drawn from a uniform q."""
     import minispec.suffix as S
-
-    def uniform(tokens, vocab_size, device="cpu"):
-        return torch.full((len(tokens), vocab_size), 1.0 / vocab_size, device=device) if tokens else None
     monkeypatch.setattr(S, "one_hot", uniform)
     counts, exact = sampled_suffix()
     assert not chi_square_ok(counts, exact)
@@ -194,9 +202,6 @@ def test_hybrid_sampling_matches_the_target_exactly():
 
 def test_the_exact_test_catches_a_hybrid_whose_suffix_drafts_claim_a_uniform_q(monkeypatch):
     import minispec.suffix as S
-
-    def uniform(tokens, vocab_size, device="cpu"):
-        return torch.full((len(tokens), vocab_size), 1.0 / vocab_size, device=device) if tokens else None
     monkeypatch.setattr(S, "one_hot", uniform)
     counts, exact = sampled_hybrid()
     assert not chi_square_ok(counts, exact)
