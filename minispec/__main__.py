@@ -159,7 +159,7 @@ def cmd_bench(args):
     summary = run_bench(target, tok, methods, drafts=drafts,
                         method_options=options, out_dir=args.out,
                         cost_curve_max=args.cost_curve, oracle=args.oracle, peers=peers,
-                        command="python -m minispec " + " ".join(sys.argv[1:]), **bench_kwargs(args))
+                        suffix_store=not args.no_suffix_store, command="python -m minispec " + " ".join(sys.argv[1:]), **bench_kwargs(args))
     print(format_summary(summary, markdown=args.markdown))
     print(f"wrote {args.out}/summary.json")
 
@@ -235,6 +235,40 @@ def cmd_ablate(args):
     print(f"wrote {args.out}")
 
 
+def cmd_replay(args):
+    import json
+    from pathlib import Path
+    from .checkpoint import weights_fingerprint
+    from .studies import greedy_outputs, suffix_replays
+    try:
+        factors = [float(f) for f in args.factors.split(",")]
+    except ValueError:
+        raise ValueError(f"--factors takes numbers separated by commas, got {args.factors!r}") from None
+    reference = None
+    if args.reference:                       # before the greedy decoding, not after it
+        from importlib.metadata import PackageNotFoundError, version
+        from .peers import _reference_suffix_tree
+        _reference_suffix_tree()
+        try:
+            reference = f"arctic-inference {version('arctic-inference')}"
+        except PackageNotFoundError:
+            reference = "arctic-inference (built from source)"
+    target, tok = _load(args)
+    outputs = greedy_outputs(target, tok, args.max_new_tokens, args.limit)
+    rows = suffix_replays(outputs, factors, reference=args.reference)
+    for label, per in rows.items():
+        print(f"{label:24s} " + "  ".join(f"{d}: tau {r['tau']:.2f}, {r['tokens_per_pass']:.2f}/pass"
+                                          for d, r in per.items()))
+    result = {"command": "python -m minispec " + " ".join(sys.argv[1:]),
+              "weights": {"target": weights_fingerprint(target)}, "max_new_tokens": args.max_new_tokens,
+              "settings": {"max_spec_factor": factors, "total_tokens": 16, "max_depth": 24, "min_token_prob": 0.1,
+                           "limit": args.limit},
+              **({"reference": reference} if reference else {}), "rows": rows, "outputs": outputs}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
 def cmd_export_hf(args):
     from . import load_tokenizer
     from .checkpoint import load_pretrained
@@ -252,7 +286,7 @@ def cmd_grade(args):
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "generate": cmd_generate, "demo": cmd_demo,
             "bench": cmd_bench, "sweep": cmd_sweep, "ablate": cmd_ablate, "vocab": cmd_vocab,
-            "export-hf": cmd_export_hf, "grade": cmd_grade}     # in the order --help lists them
+            "replay": cmd_replay, "export-hf": cmd_export_hf, "grade": cmd_grade}     # in the order --help lists them
 
 
 def main(argv=None):

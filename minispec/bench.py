@@ -29,6 +29,7 @@ from .generation import generate
 from .methods import get_method, make_drafter
 from .report import (Timings, add_oracle_fractions, add_peer_columns, add_predictions, add_round_costs,
                      format_summary, load_average, method_rows)
+from .suffix import SuffixStore
 
 __all__ = ["base_method", "run_bench", "gamma_sweep", "format_summary", "add_predictions"]
 
@@ -43,7 +44,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
               limit: int | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, repeats: int = 1, out_dir=None,
               progress=True, cost_curve_max: int = 0, oracle: bool = False, peers=None,
-              command: str | None = None) -> dict:
+              command: str | None = None, suffix_store: bool = True) -> dict:
     """Run the benchmark; return the summary (and write it when out_dir is given).
 
     drafts:         method -> its draft model (e.g. {"sps": minispec.load_draft()})
@@ -61,6 +62,10 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                     methods prompt by prompt; every row then also gets "speedup_vs_hf" (over
                     transformers' plain generate), and the peers' settings are recorded
     command:        the command line that ran the benchmark, recorded in the summary
+    suffix_store:   suffix and hybrid also draft from a store of the outputs of the prompts before
+                    the current one in the same pass (never its own; one store per method and
+                    repeat, so every repeat starts empty; the order is recorded as prompt_order),
+                    SuffixDecoding's global tree as a server fills it. False: the request only
     repeats:        time every generation this many times (same seed, so the same tokens). The
                     headline tokens/s and speedup are those of the median repeat (each repeat's
                     speedup against ar's same repeat), with the range over repeats beside them, so
@@ -76,7 +81,7 @@ def run_bench(target, tokenizer, methods, drafts=None, method_options=None, doma
                                                   len(first) + max_new_tokens)
         methods += sorted(set(budgets.values()) - set(methods), key=lambda o: int(o.split("@")[1]))
     run = _Runner(target, tokenizer.eot_id, drafts, method_options, max_new_tokens, temperature, top_k, top_p,
-                  peers)
+                  peers, suffix_store)
     methods += run.peer_names
     timed = _time_all(run, methods, questions, tokenizer, first, seed, repeats, progress)
     summary = _summarize(run, methods, questions, timed, seed, repeats, load_before, command)
@@ -134,19 +139,32 @@ class _Runner:
     top_k: int
     top_p: float
     peers: object = None
+    suffix_store: bool = True
 
     def __post_init__(self):
         self.peer_names = list(self.peers.names) if self.peers is not None else []
+        self.stores = {}        # (label, repeat) -> SuffixStore: the outputs of that pass so far
 
-    def __call__(self, method, ids, seed, plain=None):
+    def __call__(self, method, ids, seed, plain=None, repeat=None):
         if method in self.peer_names:
             return self.peers.generate(method, ids, self.max_new_tokens)
         draft = self.drafts.get(method, self.drafts.get(base_method(method)))
         if base_method(method) == "oracle":     # the text plain decoding produced (ar ran first)
             draft = ids + plain
-        return generate(self.target, ids, self.max_new_tokens, self.temperature, self.top_k, self.top_p,
-                        seed=seed, eos_id=self.eos_id, method=base_method(method), draft=draft,
-                        **self.method_options.get(method, {}))
+        store = None
+        if self.suffix_store and base_method(method) in ("suffix", "hybrid"):
+            depth = self.method_options.get(method, {}).get("max_depth", 24)     # the trie's own depth
+            if repeat is None:                  # the warm-up: an empty store of its own, thrown away
+                store = SuffixStore(depth)
+            else:
+                store = self.stores.setdefault((method, repeat), SuffixStore(depth))
+            draft = store if base_method(method) == "suffix" else (draft, store)
+        gen = generate(self.target, ids, self.max_new_tokens, self.temperature, self.top_k, self.top_p,
+                       seed=seed, eos_id=self.eos_id, method=base_method(method), draft=draft,
+                       **self.method_options.get(method, {}))
+        if store is not None and repeat is not None:
+            store.add(gen.tokens)               # finished: later prompts of this pass may draft from it
+        return gen
 
 
 def _time_all(run, methods, questions, tokenizer, first, seed, repeats, progress) -> Timings:
@@ -161,9 +179,9 @@ def _time_all(run, methods, questions, tokenizer, first, seed, repeats, progress
     for q in tqdm(questions, desc="bench", disable=not progress):
         ids, qseed = tokenizer.encode(q["turns"][0]), seed + q["question_id"]
         gens = {m: [] for m in methods}
-        for _ in range(repeats):          # methods take turns within each repeat
+        for r in range(repeats):          # methods take turns within each repeat
             for m in methods:
-                gens[m].append(run(m, ids, qseed, gens["ar"][-1].tokens if gens["ar"] else None))
+                gens[m].append(run(m, ids, qseed, gens["ar"][-1].tokens if gens["ar"] else None, r))
         for m in methods:
             timed.record(m, q, gens[m], tokenizer)
     return timed
@@ -181,12 +199,16 @@ def _summarize(run, methods, questions, timed, seed, repeats, load_before, comma
                "temperature": run.temperature, "top_k": run.top_k, "top_p": run.top_p,
                "max_new_tokens": run.max_new_tokens, "seed": seed, "repeats": repeats,
                "prompts_per_domain": {d: sum(q["category"] == d for q in questions) for d in used},
+               "prompt_order": [q["question_id"] for q in questions],
                "method_options": run.method_options, "methods": {}}
     # the benchmark itself adds about `threads` to the load: more than that means a competitor
     if load_after > min(threads, os.cpu_count() or 1) + 0.5:
         warnings.warn(f"the machine was busy during the benchmark (load average {load_after:.1f} with "
                       f"{threads} thread(s) of ours on {os.cpu_count()} cores): timings are not "
                       "trustworthy; tau and lossless are")
+    if any(base_method(m) in ("suffix", "hybrid") for m in methods):
+        summary["suffix_store"] = ("outputs of the earlier prompts of the same pass" if run.suffix_store
+                                   else "none: the request only")
     # which weights produced these numbers: a results file read later can be checked against the models
     summary["weights"] = {label: weights_fingerprint(model) for label, model in
                           [("target", run.target), *run.drafts.items()] if isinstance(model, torch.nn.Module)}

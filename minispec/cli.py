@@ -107,6 +107,9 @@ def add_bench(sub):
                    help="also run the oracle (the target's own greedy continuation, drafted for free) at each "
                         "method's budget, and report each method's speedup as a fraction of it")
     s.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    s.add_argument("--no-suffix-store", action="store_true",
+                   help="suffix and hybrid draft from the request only (default: also from the outputs of "
+                        "the earlier prompts of the same pass, SuffixDecoding's global tree)")
     s.add_argument("--cost-curve", type=int, default=0, metavar="N",
                    help="also measure the target's forward cost T(n) for n = 1..N (verifying a tree of N-1 nodes)")
     add_sampling_args(s)
@@ -165,9 +168,23 @@ def add_grade(sub):
     s.add_argument("--chapter", type=int, help="grade this chapter's exercises (default: those the file defines)")
 
 
+def add_replay(sub):
+    s = sub.add_parser("replay", help="SuffixDecoding replayed on the greedy outputs (chapter 6)",
+                       description="Plain greedy decoding of every evaluation prompt, then prompt lookup and the "
+                                   "suffix drafter replayed on those outputs (no target passes: the method is "
+                                   "lossless) with the request only, the outputs before it, and the same task "
+                                   "again; with --reference also ArcticInference's suffix trees (chapter 6).")
+    s.add_argument("--factors", default="1,2,4", help="max_spec_factor values")
+    s.add_argument("--reference", action="store_true", help="also the reference implementation (arctic-inference)")
+    s.add_argument("--limit", type=int, help="prompts per domain (default: all)")
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    s.add_argument("--out", default="results/replay.json")
+    s.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+
+
 SUBCOMMANDS = {"data": add_data, "train": add_train, "generate": add_generate, "demo": add_demo,
                "bench": add_bench, "sweep": add_sweep, "ablate": add_ablate, "vocab": add_vocab,
-               "export-hf": add_export_hf, "grade": add_grade}
+               "replay": add_replay, "export-hf": add_export_hf, "grade": add_grade}
 
 
 def add_sampling_args(s):

@@ -53,21 +53,27 @@ def _pld(target, draft, max_len, gamma, max_ngram, min_ngram):
     return PromptLookupDrafter(target.vocab_size, gamma, max_ngram, min_ngram, target.device)
 
 
-def _suffix(target, store, max_len, total_tokens, max_depth, max_spec_factor, min_token_prob):
-    from .suffix import SuffixDrafter, SuffixStore
+def _check_store(method, store):
+    from .suffix import SuffixStore
     if store is not None and not isinstance(store, SuffixStore):
-        raise ValueError("method 'suffix' drafts from the request itself and, optionally, earlier outputs: "
-                         f"draft=None or a minispec.suffix.SuffixStore, got a {type(store).__name__}")
-    return SuffixDrafter(target.vocab_size, total_tokens, max_depth, max_spec_factor, min_token_prob, store,
-                         target.device)
+        raise ValueError(f"method {method!r} drafts from the request itself and, optionally, earlier outputs: "
+                         f"the store must be None or a minispec.suffix.SuffixStore, got a {type(store).__name__}")
+    return store
 
 
-def _hybrid(target, head, max_len, total_tokens, depth, eagle_topk, suffix_tokens, max_spec_factor, min_token_prob,
+def _suffix(target, store, max_len, total_tokens, max_depth, max_spec_factor, min_token_prob):
+    from .suffix import SuffixDrafter
+    return SuffixDrafter(target.vocab_size, total_tokens, max_depth, max_spec_factor, min_token_prob,
+                         _check_store("suffix", store), target.device)
+
+
+def _hybrid(target, draft, max_len, total_tokens, depth, eagle_topk, suffix_tokens, max_spec_factor, min_token_prob,
             threshold):
     from .suffix import HybridDrafter, SuffixDrafter
+    head, store = draft if isinstance(draft, tuple) else (draft, None)     # a head, or (head, SuffixStore)
     eagle = _eagle3(target, head, max_len, total_tokens, depth, eagle_topk)
-    return HybridDrafter(SuffixDrafter(target.vocab_size, suffix_tokens, 24, max_spec_factor, min_token_prob, None,
-                                       target.device), eagle, threshold)
+    return HybridDrafter(SuffixDrafter(target.vocab_size, suffix_tokens, 24, max_spec_factor, min_token_prob,
+                                       _check_store("hybrid", store), target.device), eagle, threshold)
 
 
 def _oracle(target, sequence, max_len, gamma):
@@ -175,22 +181,23 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            {"gamma": Option(6, GAMMA_HELP),
             "max_ngram": Option(3, "longest n-gram to look up"),
             "min_ngram": Option(1, "shortest n-gram to look up")}),
-    Method("suffix", "SuffixDecoding: a draft tree from what followed the context's longest suffix earlier in "
-                     "the request (and in earlier outputs, with a store), no model", _suffix,
+    Method("suffix", "SuffixDecoding: a draft tree from what followed the context's suffixes earlier in the "
+                     "request (and in earlier outputs, with a store), no model (chapter 6)", _suffix,
            {"total_tokens": Option(16, "the most drafted tokens per round (the reference's num_speculative_tokens)"),
             "max_depth": Option(24, "the longest stretch of tokens counted (the reference's max_tree_depth)"),
-            "max_spec_factor": Option(1.0, "draft at most this many tokens per token of the match", float),
+            "max_spec_factor": Option(2.0, "draft at most this many tokens per token of the match (the reference: 1.0)", float),
             "min_token_prob": Option(0.1, "draft no token whose path frequency is below this", float)},
            None),   # no model: draft=None, or a minispec.suffix.SuffixStore of earlier outputs
     Method("hybrid", "SuffixDecoding's tree where its frequencies expect at least `threshold` accepted drafts, "
-                     "else EAGLE-3's (chapter 6, to come)", _hybrid,
+                     "else EAGLE-3's (chapter 6)", _hybrid,
            {**EAGLE2_OPTIONS,
             "suffix_tokens": Option(16, "the most tokens the suffix tree drafts (suffix's total_tokens)"),
-            "max_spec_factor": Option(1.0, "the suffix tree: at most this many tokens per token of the match", float),
+            "max_spec_factor": Option(2.0, "the suffix tree: at most this many tokens per token of the match", float),
             "min_token_prob": Option(0.1, "the suffix tree: no token whose path frequency is below this", float),
-            "threshold": Option(2.0, "use the suffix tree when the sum of its scores (its expected accepted drafts) "
+            "threshold": Option(0.5, "use the suffix tree when the sum of its scores (its expected accepted drafts) "
                                      "is at least this", float)},
-           "an EAGLE-3 head (minispec.load_eagle3(target))", _load_eagle3),
+           "an EAGLE-3 head (minispec.load_eagle3(target)), or (head, a minispec.suffix.SuffixStore of earlier outputs)",
+           _load_eagle3),
     Method("oracle", "the ceiling: drafts the target's own greedy continuation, known in advance, at no cost "
                      "(the benchmark's yardstick, `bench --oracle`)", _oracle, {"gamma": Option(4, GAMMA_HELP)},
            "the prompt's ids followed by the target's plain greedy output"),

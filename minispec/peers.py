@@ -89,3 +89,62 @@ class HFPeers:
         tokens = out[0, len(ids):].tolist()
         stats.new_tokens = len(tokens)
         return Generation(tokens, stats)
+
+
+class ReferenceSuffix:
+    """ArcticInference's SuffixDecoding drafter (the native suffix trees of the `arctic-inference`
+    package, as its SuffixDecodingCache.speculate uses them), for comparing tau with minispec's
+    on the same text (`studies.suffix_replays`): a tree over the request (prompt and output so far)
+    and, optionally, a global tree of finished outputs shared by every request (`new_store()`,
+    filled with `add_to_store`); the draft with the higher score wins, a tie going to the request's.
+    The cache would also append the running request's output to its global tree; here the global
+    tree holds finished outputs only, exactly what minispec's SuffixStore holds."""
+    feature_layers = ()
+
+    def __init__(self, prompt: list[int], store=None, total_tokens: int = 16, max_depth: int = 24,
+                 max_spec_factor: float = 1.0, min_token_prob: float = 0.1, tree: bool = True,
+                 vocab_size: int | None = None):
+        self.SuffixTree = _reference_suffix_tree()
+        self.store, self.settings = store, (total_tokens, max_spec_factor, 0.0, min_token_prob, tree)
+        self.total_tokens = self.budget = self.depth = total_tokens
+        self.extra_nodes, self.max_depth = total_tokens - 1, max_depth
+        self.local, self.seen = self.SuffixTree(max_depth), len(prompt)
+        self.local.extend(0, list(prompt))
+        self.vocab_size = vocab_size         # needed only when sampling (a one-hot q per pick)
+
+    @staticmethod
+    def new_store(max_depth: int = 24):
+        return {"tree": _reference_suffix_tree()(max_depth), "texts": 0}
+
+    @staticmethod
+    def add_to_store(store, output: list[int]) -> None:
+        store["tree"].extend(store["texts"], list(output))
+        store["texts"] += 1
+
+    def propose(self, tokens: list[int], k: int, params, generator=None):
+        from .speculative import one_hot
+        from .tree import DraftTree
+        if len(tokens) > self.seen:
+            self.local.extend(0, list(tokens[self.seen:]))
+            self.seen = len(tokens)
+        context = list(tokens[-self.max_depth:])               # as the cache cuts it
+        n, *rest = self.settings
+        drafts = [tree.speculate(context, min(k, n), *rest) for tree in
+                  [self.local] + ([self.store["tree"]] if self.store is not None else [])]
+        best = drafts[0] if len(drafts) == 1 or drafts[0].score >= drafts[1].score else drafts[1]
+        drafted = list(best.token_ids)                          # at most min(k, total_tokens) nodes
+        q = None if params.greedy or not drafted else one_hot(drafted, self.vocab_size, "cpu")
+        return DraftTree(drafted, list(best.parents), q)
+
+    def observe(self, tokens, hidden) -> None:
+        pass
+
+
+def _reference_suffix_tree():
+    try:
+        from arctic_inference.suffix_decoding._C import SuffixTree
+    except ImportError:
+        raise ValueError("the reference SuffixDecoding needs arctic-inference's suffix trees "
+                         "(arctic_inference.suffix_decoding._C: C++ that builds on a CPU with CMake and nanobind "
+                         "from the package's csrc/suffix_decoding)") from None
+    return SuffixTree

@@ -218,3 +218,67 @@ def round_profile(target, head, prompts: list[list[int]], method: str = "eagle3"
     return {"T1_ms": 1e3 * t1, "rounds": rounds, "tau": sum(s.new_tokens for s in runs) / steps, "split": split,
             "parts": {k: {"calls": calls[k] / rounds, "ms": 1e3 * v / rounds, "T1": v / rounds / t1}
                       for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}}
+
+
+def greedy_outputs(target, tokenizer, max_new_tokens: int = 128, limit: int | None = None) -> list[dict]:
+    """Plain greedy decoding of every evaluation prompt: the text every lossless method produces
+    at temperature 0, so a drafter that needs no model can be replayed on it (chapter 6)."""
+    out = []
+    for q in tqdm(load_prompts(limit=limit), desc="greedy outputs"):
+        ids = tokenizer.encode(q["turns"][0])
+        out.append({"question_id": q["question_id"], "category": q["category"], "prompt": ids,
+                    "output": generate(target, ids, max_new_tokens, eos_id=tokenizer.eot_id).tokens})
+    return out
+
+
+def replay_all(outputs: list[dict], make, regime: str = "request", new_store=None, add=None) -> dict:
+    """Greedy replays (minispec.suffix.replay_greedy) of make(prompt, store)'s drafter on every
+    output, in one of three regimes of the store of earlier outputs:
+        request   none: the request itself only (prompt lookup's information)
+        pass      the outputs before it in the list (the bench's honest store, order as listed)
+        again     every output of a first pass over the same prompts, its own included (the same
+                  task asked again: the regime SuffixDecoding's paper targets)
+    Returns {domain and "all": {"tau", "tokens_per_pass" (new tokens per target pass, the prefill
+    not counted), "drafted_per_round" (over the rounds that drafted)}}."""
+    from .suffix import SuffixStore, replay_greedy
+    new_store = new_store or SuffixStore
+    add = add or (lambda store, tokens: store.add(tokens))
+    if regime not in ("request", "pass", "again"):
+        raise ValueError(f"regime must be 'request', 'pass' or 'again', got {regime!r}")
+    store = None if regime == "request" else new_store()
+    for o in outputs if regime == "again" else []:
+        add(store, o["output"])
+    totals = {}
+    for o in outputs:
+        st = replay_greedy(make(o["prompt"], store), o["prompt"], o["output"])
+        for key in (o["category"], "all"):
+            totals[key] = totals[key].merge(st) if key in totals else st
+        if regime == "pass":
+            add(store, o["output"])
+    return {d: {"tau": round(st.mean_acceptance_length, 3),
+                "tokens_per_pass": round(st.new_tokens / len(st.accept_lengths), 3),
+                "drafted_per_round": round(st.num_draft_tokens / max(st.num_drafts, 1), 2)}
+            for d, st in totals.items()}
+
+
+def suffix_replays(outputs: list[dict], factors=(1.0, 2.0, 4.0), total_tokens: int = 16,
+                   reference: bool = False) -> dict:
+    """Chapter 6's comparison on the greedy outputs: prompt lookup, minispec's suffix drafter at
+    each max_spec_factor in each regime (replay_all), and, with reference=True, ArcticInference's
+    (minispec.peers.ReferenceSuffix) at the same settings: max_tree_depth 24, num_speculative_tokens
+    = total_tokens, max_spec_factor, min_token_prob 0.1, tree speculation, the same stores.
+    Returns {label: rows}, label "pld" or "suffix f2.0 pass", "reference f2.0 pass", ..."""
+    from .peers import ReferenceSuffix
+    from .speculative import PromptLookupDrafter
+    from .suffix import SuffixDrafter
+    V = 1 + max(max(o["prompt"] + o["output"]) for o in outputs)
+    rows = {"pld": replay_all(outputs, lambda prompt, store: PromptLookupDrafter(V))}
+    for f in factors:
+        for regime in ("request", "pass", "again"):
+            rows[f"suffix f{f} {regime}"] = replay_all(
+                outputs, lambda prompt, store, f=f: SuffixDrafter(V, total_tokens, 24, f, 0.1, store), regime)
+            if reference:
+                rows[f"reference f{f} {regime}"] = replay_all(
+                    outputs, lambda prompt, store, f=f: ReferenceSuffix(prompt, store, total_tokens, 24, f, 0.1), regime,
+                    ReferenceSuffix.new_store, ReferenceSuffix.add_to_store)
+    return rows

@@ -213,6 +213,35 @@ def test_repeats_report_the_median_run_and_the_spread(shipped, monkeypatch):
         run_bench(target, tok, ["ar"], limit=1, repeats=0, progress=False)
 
 
+def test_the_suffix_store_holds_only_earlier_outputs_of_the_same_pass(shipped, monkeypatch):
+    """suffix drafts from the outputs of the prompts before it in the same repeat: never its own,
+    never another repeat's (each repeat starts empty), the warm-up's store thrown away; the
+    order is recorded. --no-suffix-store (suffix_store=False): the request only."""
+    import minispec.bench as bench
+    from minispec.suffix import SuffixStore
+    target, _, tok = shipped
+    seen, real = [], bench.generate
+
+    def spy(target, ids, *a, method="ar", draft=None, **kw):
+        g = real(target, ids, *a, method=method, draft=draft, **kw)
+        if method == "suffix":
+            seen.append((tuple(ids), id(draft), draft.texts) if isinstance(draft, SuffixStore) else draft)
+        return g
+    monkeypatch.setattr(bench, "generate", spy)
+    s = run_bench(target, tok, ["suffix"], domains=["math"], limit=3, max_new_tokens=8, repeats=2, progress=False)
+    warm, timed = seen[0], seen[1:]
+    assert warm[2] == 0 and warm[1] not in {sid for _, sid, _ in timed}
+    per_prompt = [timed[2 * i:2 * i + 2] for i in range(3)]                  # prompt by prompt, repeats inside
+    assert [[n for *_, n in calls] for calls in per_prompt] == [[0, 0], [1, 1], [2, 2]]
+    assert len({sid for _, sid, _ in timed}) == 2                             # one store per repeat
+    assert s["prompt_order"] == [q["question_id"] for q in minispec.load_prompts(domains=["math"], limit=3)]
+    assert s["suffix_store"].startswith("outputs of the earlier prompts")
+    seen.clear()
+    s = run_bench(target, tok, ["suffix"], domains=["math"], limit=1, max_new_tokens=8, suffix_store=False,
+                  progress=False)
+    assert s["suffix_store"].startswith("none") and seen == [None, None]      # warm-up and the prompt: no store
+
+
 def test_cli_export_hf_works_outside_the_checkout(tmp_path):
     """The default model is found through the package, not the working directory."""
     r = subprocess.run([sys.executable, "-m", "minispec", "export-hf", "--out", str(tmp_path / "hf")],
