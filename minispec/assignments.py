@@ -1,5 +1,5 @@
 """The exercises as nbgrader assignments: one source notebook per chapter, generated from the
-reference solutions (beside the graders in minispec.exercises.ch00 ... ch05) and the points table
+reference solutions (beside the graders in minispec.exercises.ch00 ... ch06) and the points table
 (minispec.grading.EXERCISES), so that the notebooks, the solutions and `python -m minispec grade`
 cannot drift apart.
 
@@ -30,6 +30,7 @@ CHAPTER_NOTEBOOKS = {
     3: ("03_token_trees.ipynb", "Token trees: many continuations, one verification pass"),
     4: ("04_dynamic_trees.ipynb", "EAGLE-2: a draft tree shaped by the head's confidence"),
     5: ("05_eagle3.ipynb", "EAGLE-3: training-time test, multi-layer features, direct token prediction"),
+    6: ("06_suffix_decoding.ipynb", "SuffixDecoding: drafting from everything already said"),
 }
 
 # The task of each exercise: the chapter's exercise text, with what the grader holds the function to.
@@ -81,6 +82,14 @@ features): 0 = visible, $-\\infty$ = hidden. Row $t$ is the draft chain started 
 position $t$; the keys are the blocks of steps $0, 1, ..., step$, $T$ each. Row $t$ sees block
 0's columns $0..t$ (the real prefix, causally) and in each later block only column $t$ (its own
 chain's earlier steps, and itself).""",
+    "my_grow": """**Grow the suffix tree's draft.** Write `my_grow(node, match_len, total_tokens,
+max_spec_factor, min_token_prob)` returning `(tokens, parents, scores)`: SuffixDecoding's draft
+tree below `node`, a `SuffixTrie` node `[count, {token: child}]` reached by the context's last
+`match_len` tokens. A continuation's score is the product, along its path, of
+count(child) / (the counts of it and its siblings); grow best-first (always the highest-scoring
+candidate next), never a node scoring below `min_token_prob`, and at most
+`min(total_tokens, int(max_spec_factor * match_len))` nodes. `parents[i]` is node $i$'s parent
+($-1$ = the matched node), parents first.""",
     "my_draft_vocab": """**The vocabulary maps.** Write `my_draft_vocab(counts, size)` returning `(d2t, t2d)` for the
 `size` most frequent target ids (ties: the smaller id), numbered in increasing target-id order:
 `d2t` a $(size,)$ int64 tensor with target id = draft id + `d2t[draft id]`, and `t2d` a $(V,)$

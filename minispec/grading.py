@@ -48,6 +48,7 @@ EXERCISES = (
     Exercise(4, "my_rerank", "grade_rerank", 2, "rerank"),
     Exercise(5, "my_ttt_mask", "grade_ttt_mask", 2, "ttt_mask"),
     Exercise(5, "my_draft_vocab", "grade_draft_vocab", 2, "draft_vocab"),
+    Exercise(6, "my_grow", "grade_suffix_grow", 2, "suffix_grow"),
 )
 CHAPTERS = sorted({e.chapter for e in EXERCISES})
 

@@ -111,6 +111,15 @@ WIDGETS = {
                        shows_text("draft vocabulary 256", "'draft vocabulary 256' (the slider moved to 256)"),
                        shows_coloured_html("the coloured trace (HTML spans)"))),
     ],
+    "06_suffix_decoding.ipynb": [
+        Widget("suffix explorer",
+               controls=("prompt", "store", "max_spec_factor", "next round", "restart"),
+               interact=(Slide("max_spec_factor", 1.0), Click("next round")),
+               expect=(shows_text("max_spec_factor 1.0", "'max_spec_factor 1.0' (the slider moved to 1.0)"),
+                       Expect("what the round matched ('matched the last' or 'nothing drafted')",
+                              lambda out: "matched the last" in out["text"] or "nothing drafted" in out["text"]),
+                       shows_coloured_html("the coloured trace (HTML spans)"))),
+    ],
 }
 
 

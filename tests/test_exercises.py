@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minispec import exercises
-from minispec.exercises import ch00, ch01, ch02, ch03, ch04, ch05
+from minispec.exercises import ch00, ch01, ch02, ch03, ch04, ch05, ch06
 from minispec.checks import verify_without_residual
 from minispec.verify import residual
 from minispec.sampling import sample
@@ -347,6 +347,59 @@ def test_draft_vocab_grader():
         assert not r and words in r.message, (wrong, r)
 
 
+def test_suffix_grow_grader():
+    """Passes the reference; fails the usual mistakes, each with its hint: a node scored by its
+    own frequency, no cap by the match's length, level by level instead of best-first, nodes
+    below min_token_prob kept."""
+    import heapq
+    assert exercises.grade_suffix_grow(ch06.suffix_grow)
+
+    def grown(node, budget, p, own=False, level_by_level=False):
+        tokens, parents, scores, heap, made = [], [], [], [], 0
+
+        def push(below, parent, score):
+            nonlocal made
+            total = sum(c[0] for c in below[1].values())
+            for t, child in sorted(below[1].items()):
+                s = (1.0 if own else score) * child[0] / total
+                if s >= p:
+                    heapq.heappush(heap, ((made if level_by_level else -s), made, child, parent, t))
+                    made += 1
+        push(node, -1, 1.0)
+        while heap and len(tokens) < budget:
+            key, _, child, parent, t = heapq.heappop(heap)
+            s = (-key if not level_by_level else None)
+            tokens.append(t); parents.append(parent)
+            if level_by_level:                                   # recompute the true path score
+                s = (scores[parent] if parent >= 0 else 1.0) * child[0] / sum(
+                    c[0] for c in (node if parent < 0 else _node_below(node, tokens, parents, parent))[1].values())
+            scores.append(s)
+            push(child, len(tokens) - 1, s)
+        return tokens, parents, scores
+
+    cap = lambda m, total, f: min(total, int(f * m))
+    wrong = {
+        "own": lambda n, m, total, f, p: grown(n, cap(m, total, f), p, own=True),
+        "cap": lambda n, m, total, f, p: grown(n, total, p),
+        "level": lambda n, m, total, f, p: grown(n, cap(m, total, f), p, level_by_level=True),
+        "min_prob": lambda n, m, total, f, p: grown(n, cap(m, total, f), 0.0),
+    }
+    hints = {"own": "PRODUCT", "cap": "the cap", "level": "best-first", "min_prob": "min_token_prob"}
+    for name, fn in wrong.items():
+        r = exercises.grade_suffix_grow(fn)
+        assert not r and hints[name] in r.message, (name, r)
+
+
+def _node_below(node, tokens, parents, i):
+    path = []
+    while i >= 0:
+        path.append(tokens[i])
+        i = parents[i]
+    for t in reversed(path):
+        node = node[1][t]
+    return node
+
+
 # ------------------------------------------------------------------ no passing by calling the package
 def _cheats():
     """For each grader, an answer that only calls the package's own implementation of it."""
@@ -357,6 +410,7 @@ def _cheats():
     from minispec.model import ModelConfig
     from minispec.sampling import SamplingParams
     from minispec.speculative import PromptLookupDrafter
+    from minispec.suffix import grow
     from minispec.tree import DraftTree, verify_tree_greedy
     from minispec.verify import verify_sampling
 
@@ -392,6 +446,7 @@ def _cheats():
         (exercises.grade_ttt_mask, ttt_mask, "ttt_mask"),
         (exercises.grade_draft_vocab, maps_from_a_head, "set_vocab"),
         (exercises.grade_draft_vocab, maps_from_draft_vocab, "draft_vocab"),
+        (exercises.grade_suffix_grow, lambda node, m, total, f, p: grow(node, m, total, f, p, 10 ** 6), "grow"),
     ]
 
 

@@ -167,3 +167,14 @@ class TreeStepper(_Stepper):
                   "n_drafted": len(tree), "bonus": len(tree) > 0 and leaf}
         self.history.append(record)
         return record
+
+
+def suffix_round_text(record: dict, drafter, tokenizer, tokens: list[int]) -> str:
+    """What a round of SuffixDecoding (chapter 6) matched and drafted, read from the drafter's
+    `last` (a SuffixDraft) right after TreeStepper stepped it."""
+    last, start, tree = drafter.last, record["start"], record["tree"]
+    if not last.tokens:
+        return "nothing drafted (no earlier continuation of the context scored enough): a plain step"
+    return (f"matched the last {last.match_len} tokens, in the {last.source}: "
+            f"{tokenizer.decode(tokens[start - last.match_len:start])!r}\n"
+            f"{len(tree)} drafted nodes, expected accepted {last.expected:.2f}, accepted {record['n_accepted']}")

@@ -183,3 +183,46 @@ def plot_ttt_mask(T: int = 6, steps: int = 3, ax=None):
     ax.set_yticklabels([f"step {j}\nchains t=0..{T - 1}" for j in range(steps)], fontsize=8)
     ax.set_title("training-time test: who sees whom")
     return ax
+
+
+def plot_trie(trie, name=str, suffix=(), draft=None, ax=None):
+    """A suffix trie (chapter 6): every stretch of the text is a path down from the root, and each
+    node shows its token and count (how often the stretch from the root to it occurs). `suffix`:
+    a stretch whose path is outlined in blue (the context's matched suffix); `draft`: grow's
+    (tokens, parents, scores) below it, whose nodes are filled green with their scores."""
+    import matplotlib.pyplot as plt
+    from ..tree import DraftTree
+    nodes, tokens, parents, frontier = [], [], [], [(trie.root, -1)]
+    while frontier:                                       # breadth first: parents before children
+        node, parent = frontier.pop(0)
+        for token, child in sorted(node[1].items()):
+            nodes.append(child); tokens.append(token); parents.append(parent)
+            frontier.append((child, len(nodes) - 1))
+    pos = tree_layout(DraftTree(tokens, parents))
+    index = {id(n): i for i, n in enumerate(nodes)}
+    path, node = [], trie.root
+    for t in suffix:
+        node = node[1][t]
+        path.append(index[id(node)])
+    scored = {}
+    if draft is not None:
+        at = {-1: node}
+        for i, (t, parent, score) in enumerate(zip(*draft)):
+            at[i] = at[parent][1][t]
+            scored[index[id(at[i])]] = score
+    width, depth = max(x for x, _ in pos.values()) + 1, max(d for _, d in pos.values())
+    ax = ax or plt.subplots(figsize=(max(5, 0.75 * width), 0.9 * (depth + 1)))[1]
+    for i, (x, d) in pos.items():
+        if i >= 0:
+            px, pd = pos[parents[i]]
+            ax.plot([px, x], [-pd, -d], color="#bbb", lw=1, zorder=1)
+    for i, (x, d) in pos.items():
+        text = "root" if i < 0 else f"{name(tokens[i])}\n{nodes[i][0]}"
+        if i in scored:
+            text += f"\n{scored[i]:.2f}"
+        fc = FATE_COLORS["accepted"] if i in scored else "#ffffff"
+        ax.text(x, -d, text, ha="center", va="center", fontsize=7, zorder=2,
+                bbox=dict(boxstyle="round,pad=0.25", fc=fc, ec="#1f5fbf" if i in path else "#555",
+                          lw=2.2 if i in path else 0.8))
+    ax.set_xlim(-0.7, width - 0.3); ax.set_ylim(-depth - 0.6, 0.6); ax.axis("off")
+    return ax
