@@ -244,15 +244,8 @@ def cmd_replay(args):
         factors = [float(f) for f in args.factors.split(",")]
     except ValueError:
         raise ValueError(f"--factors takes numbers separated by commas, got {args.factors!r}") from None
-    reference = None
-    if args.reference:                       # before the greedy decoding, not after it
-        from importlib.metadata import PackageNotFoundError, version
-        from .peers import _reference_suffix_tree
-        _reference_suffix_tree()
-        try:
-            reference = f"arctic-inference {version('arctic-inference')}"
-        except PackageNotFoundError:
-            reference = "arctic-inference (built from source)"
+    from .peers import reference_version
+    reference = reference_version() if args.reference else None     # before the greedy decoding
     target, tok = _load(args)
     outputs = greedy_outputs(target, tok, args.max_new_tokens, args.limit)
     rows = suffix_replays(outputs, factors, reference=args.reference)

@@ -140,6 +140,16 @@ class ReferenceSuffix:
         pass
 
 
+def reference_version() -> str:
+    """The reference's package and version; a clear error if its suffix trees are not built."""
+    from importlib.metadata import PackageNotFoundError, version
+    _reference_suffix_tree()
+    try:
+        return f"arctic-inference {version('arctic-inference')}"
+    except PackageNotFoundError:
+        return "arctic-inference (built from source)"
+
+
 def _reference_suffix_tree():
     try:
         from arctic_inference.suffix_decoding._C import SuffixTree

@@ -162,15 +162,20 @@ def suffix_store():
     return store
 
 
+def sharp_target():
+    """A tiny target whose mass sits on few continuations (the exact test has power), sampled at T = 1."""
+    target = tiny_model(2, SMALL)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(3.0)
+    return target, SamplingParams(1.0)
+
+
 def sampled_suffix(n=1000):
     """3-token continuations of a sharp tiny target through suffix drafts from a store whose texts
     continue "1 2" two ways (so the first round drafts siblings), and the exact distribution. A
     uniform q claimed for the picks (the planted bug below) fails at 25 times the critical value,
     the real rule stays at 0.26-0.29 of it (measured with the drafter that tries every match length)."""
-    target = tiny_model(2, SMALL)
-    with torch.no_grad():
-        target.lm_head.weight.mul_(3.0)
-    params = SamplingParams(1.0)
+    target, params = sharp_target()
     exact = exact_distribution(target, SUFFIX_PROMPT, params, 3).flatten()
     counts = sequence_frequencies(target, SUFFIX_PROMPT, params, n, method="suffix", draft=suffix_store(),
                                   min_token_prob=0.0, max_spec_factor=4.0, total_tokens=6)
@@ -238,10 +243,7 @@ def sampled_hybrid(n=1000):
     planted uniform q below fails at 7.1 times the critical value, the real rule stays at 0.19 of
     it (measured with the drafter that tries every match length)."""
     from test_eagle3 import random_eagle3
-    target = tiny_model(2, SMALL)
-    with torch.no_grad():
-        target.lm_head.weight.mul_(3.0)
-    params = SamplingParams(1.0)
+    target, params = sharp_target()
     exact = exact_distribution(target, HYBRID_PROMPT, params, 3).flatten()
     counts = sequence_frequencies(target, HYBRID_PROMPT, params, n, method="hybrid", draft=random_eagle3(target),
                                   threshold=0.0, min_token_prob=0.0, max_spec_factor=4.0, suffix_tokens=6,
